@@ -1,0 +1,382 @@
+"""The ``advseg`` command line: argument parsing and printing only; the work is in the backend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import AdvsegError, InvalidInputError
+
+SPLIT_CHOICES = ("train", "val", "test", "all")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``advseg``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 1
+    try:
+        args.handler(args)
+    except AdvsegError as error:
+        print(f"advseg: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``advseg`` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="advseg",
+        description=(
+            "Stress-test CT organ segmentation networks with learned adversarial examples "
+            "(Chen et al. 2019). Start with `advseg sample-data`, `advseg eval-seg` and "
+            "`advseg train-seg`; each subcommand has its own --help."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    sample = commands.add_parser(
+        "sample-data",
+        help="write the bundled sample data as NIfTI image/label pairs",
+        description="Write the phantom cohort or the real CT case as NIfTI image/label pairs.",
+    )
+    sample.add_argument("--out", type=Path, required=True, help="folder to write into")
+    sample.add_argument("--sample", choices=("phantom", "real"), default="phantom")
+    sample.add_argument(
+        "--subjects", type=int, default=None, help="phantom: how many subjects (default: all 150)"
+    )
+    sample.add_argument(
+        "--split", choices=SPLIT_CHOICES, default="all", help="phantom: only this split"
+    )
+    sample.add_argument("--seed", type=int, default=0, help="phantom cohort seed (default 0)")
+    sample.set_defaults(handler=_sample_data)
+
+    train = commands.add_parser(
+        "train-seg",
+        help="train the U-Net to be attacked",
+        description=(
+            "Train a 2D U-Net on axial slices (random patches, cross-entropy) and write a "
+            "checkpoint folder: the best model by validation Dice, with last/ inside for --resume. "
+            "Data: bundled samples (--sample phantom real) or your own NIfTI pairs "
+            "(--images ... --labels ..., split 60:15:75 by subject; the test share is left out)."
+        ),
+    )
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    _add_data_arguments(train, default_sample=None)
+    train.add_argument(
+        "--real-weight",
+        type=float,
+        default=10.0,
+        help="sampling weight of the real case relative to one phantom subject",
+    )
+    train.add_argument("--epochs", type=int, default=12)
+    train.add_argument("--steps-per-epoch", type=int, default=200)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--patch-size", type=int, default=96, help="square training patch, pixels")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument(
+        "--constant-lr", action="store_true", help="no cosine decay of the learning rate"
+    )
+    train.add_argument(
+        "--dice-weight",
+        type=float,
+        default=0.0,
+        help="weight of an extra soft-Dice loss term (0: cross-entropy only)",
+    )
+    train.add_argument("--base-channels", type=int, default=16)
+    train.add_argument("--depth", type=int, default=4, help="U-Net resolution levels")
+    train.add_argument(
+        "--spacing", type=float, default=3.0, help="in-plane pixel spacing (mm) the model works at"
+    )
+    train.add_argument("--no-augment", action="store_true", help="turn off augmentation")
+    train.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    train.set_defaults(handler=_train_seg)
+
+    evaluate = commands.add_parser(
+        "eval-seg",
+        help="Dice per organ of a segmentation model",
+        description=(
+            "Evaluate a segmentation model (default: the shipped U-Net) on a sample or on your "
+            "NIfTI pair. Dice is 3D per subject, averaged over subjects; an organ absent from "
+            "both prediction and reference is left out of the averages."
+        ),
+    )
+    evaluate.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="checkpoint folder or TorchScript file (default: shipped U-Net)",
+    )
+    _add_data_arguments(evaluate, default_sample=None)
+    evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
+    evaluate.set_defaults(handler=_eval_seg)
+    return parser
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | None) -> None:
+    group = parser.add_argument_group("data (a bundled sample or your own NIfTI files)")
+    group.add_argument(
+        "--sample",
+        nargs="+",
+        choices=("phantom", "real"),
+        default=default_sample,
+        help="bundled sample(s): the phantom cohort and/or the real CT case",
+    )
+    group.add_argument(
+        "--split", choices=SPLIT_CHOICES, default=None, help="phantom split (eval default: test)"
+    )
+    group.add_argument("--subjects", type=int, default=150, help="phantom cohort size")
+    group.add_argument("--cohort-seed", type=int, default=0, help="phantom cohort seed")
+    group.add_argument(
+        "--image",
+        "--images",
+        dest="images",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="CT NIfTI file(s)",
+    )
+    group.add_argument(
+        "--labels",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="label NIfTI file(s), one per image, in the same order",
+    )
+
+
+def _user_volumes(args: argparse.Namespace) -> list[Any]:
+    from .data.nifti import load_volume
+
+    if not args.labels or len(args.labels) != len(args.images):
+        raise InvalidInputError("Give one --labels file per --image file, in the same order.")
+    return [load_volume(i, lab) for i, lab in zip(args.images, args.labels, strict=True)]
+
+
+def _check_data_choice(args: argparse.Namespace) -> None:
+    if bool(args.sample) == bool(args.images):
+        raise InvalidInputError("Give either --sample or --image/--labels (one of the two).")
+
+
+def _sample_data(args: argparse.Namespace) -> None:
+    from .data.nifti import write_nifti
+    from .data.samples import REAL_CASE_ATTRIBUTION, PhantomCohort, load_real_case
+
+    out: Path = args.out
+    if args.sample == "real":
+        volume = load_real_case()
+        write_nifti(out / "abdomen_ct_ts_ct.nii.gz", volume.image, volume.grid, "int16")
+        write_nifti(out / "abdomen_ct_ts_labels.nii.gz", volume.labels, volume.grid, "uint8")
+        (out / "ATTRIBUTION.txt").write_text(REAL_CASE_ATTRIBUTION + "\n")
+        print(f"wrote the real CT case to {out}\n{REAL_CASE_ATTRIBUTION}")
+        return
+    cohort = PhantomCohort(args.subjects or 150, args.seed)
+    indices = cohort.split(args.split)
+    for index in _progress(indices, "phantom subjects"):
+        volume = cohort.subject(index)
+        write_nifti(out / f"{volume.name}_ct.nii.gz", volume.image, volume.grid, "int16")
+        write_nifti(out / f"{volume.name}_labels.nii.gz", volume.labels, volume.grid, "uint8")
+    splits = {name: [cohort.subject(i).name for i in ids] for name, ids in cohort.splits().items()}
+    (out / "splits.json").write_text(json.dumps(splits, indent=1) + "\n")
+    print(f"wrote {len(indices)} phantom subjects to {out} (splits in splits.json)")
+
+
+def _training_data(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[float], dict]:
+    """Training and validation volumes, sampling weights and a description of the data."""
+    from .data.samples import PhantomCohort, load_real_case
+    from .data.splits import split_subjects
+
+    _check_data_choice(args)
+    if args.images:
+        volumes = _user_volumes(args)
+        if len(volumes) < 3:
+            print("advseg: fewer than 3 subjects: training on all, no validation", file=sys.stderr)
+            return volumes, [], [1.0] * len(volumes), {"images": [str(p) for p in args.images]}
+        split = split_subjects(len(volumes), args.seed)
+        train = [volumes[i] for i in split["train"]]
+        val = [volumes[i] for i in split["val"]]
+        held_out = [str(args.images[i]) for i in split["test"]]
+        return (
+            train,
+            val,
+            [1.0] * len(train),
+            {"images": [str(p) for p in args.images], "held_out_test": held_out},
+        )
+    train, val, weights, data = [], [], [], {}
+    if "phantom" in args.sample:
+        cohort = PhantomCohort(args.subjects, args.cohort_seed)
+        train += cohort.volumes(args.split or "train")
+        val += cohort.volumes("val")
+        weights += [1.0] * len(train)
+        data["phantom"] = {
+            "subjects": args.subjects,
+            "seed": args.cohort_seed,
+            "split": args.split or "train",
+        }
+    if "real" in args.sample:
+        train.append(load_real_case())
+        weights.append(args.real_weight)
+        data["real"] = {
+            "case": "abdomen_ct_ts",
+            "weight": args.real_weight,
+            "note": "in the training set: Dice on it is in-sample",
+        }
+    return train, val, weights, data
+
+
+def _train_seg(args: argparse.Namespace) -> None:
+    from .labels import DEFAULT_LABEL_MAP
+    from .nets.unet import UNetConfig
+    from .training.events import TrainingFinished, ValidationCompleted
+    from .training.seg_trainer import SegTrainer, SegTrainingConfig, make_spec
+
+    train, val, weights, data = _training_data(args)
+    architecture = UNetConfig(DEFAULT_LABEL_MAP.num_classes, args.base_channels, args.depth)
+    config = SegTrainingConfig(
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        learning_rate=args.lr,
+        cosine=not args.constant_lr,
+        dice_weight=args.dice_weight,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+    )
+    spec = make_spec(architecture, pixel_spacing=(args.spacing, args.spacing))
+    command = "advseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    trainer = SegTrainer(
+        args.out,
+        train,
+        val,
+        architecture,
+        spec,
+        config,
+        weights,
+        args.resume,
+        {"command": command, "data": data},
+    )
+    print(f"training on {len(train)} volumes, validating on {len(val)}; Ctrl-C stops and saves")
+    for event in _with_progress(trainer, "train-seg"):
+        if isinstance(event, ValidationCompleted):
+            dice = ", ".join(f"{k} {_fmt(v)}" for k, v in event.dice.items())
+            mark = "  (best)" if event.is_best else ""
+            print(
+                f"epoch {event.epoch + 1}: validation Dice {dice}; mean {event.mean_dice:.3f}{mark}"
+            )
+        elif isinstance(event, TrainingFinished):
+            state = "stopped" if event.stopped else "finished"
+            print(
+                f"{state} at step {event.step}; best model: {event.best_path}; "
+                f"resume state: {event.last_path}"
+            )
+
+
+def _with_progress(trainer: Any, label: str) -> Iterator[Any]:
+    """Drive a trainer with a progress bar; Ctrl-C asks it to stop and save."""
+    from tqdm import tqdm
+
+    from .training.events import StepCompleted, TrainingStarted
+
+    previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())
+    bar = None
+    try:
+        for event in trainer.run():
+            if isinstance(event, TrainingStarted):
+                bar = tqdm(
+                    total=event.total_steps,
+                    initial=event.start_step,
+                    desc=label,
+                    unit="step",
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                )
+                bar.write(f"device {event.device}, {event.num_parameters:,} parameters")
+            elif isinstance(event, StepCompleted) and bar is not None:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in event.losses.items()}, refresh=False)
+                bar.update(event.step - bar.n)
+            else:
+                if bar is not None:
+                    bar.clear()
+                yield event
+                if bar is not None:
+                    bar.refresh()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if bar is not None:
+            bar.close()
+
+
+def _eval_seg(args: argparse.Namespace) -> None:
+    from .data.samples import PhantomCohort, load_real_case
+    from .evaluation.metrics import dice_per_label, mean_dice
+    from .inference import segment_volume
+    from .segmentation import default_model_path, load_segmentation_model
+
+    _check_data_choice(args)
+    model = load_segmentation_model(args.model)
+    volumes = []
+    if args.images:
+        volumes = _user_volumes(args)
+    else:
+        if "phantom" in args.sample:
+            volumes += PhantomCohort(args.subjects, args.cohort_seed).volumes(args.split or "test")
+        if "real" in args.sample:
+            volumes.append(load_real_case())
+    names = model.spec.label_map.names
+    rows = []
+    for volume in _progress(volumes, "subjects"):
+        prediction = segment_volume(model, volume)
+        dice = dice_per_label(prediction, volume.require_labels(), model.spec.label_map)
+        rows.append({"subject": volume.name, "dice": dice})
+    summary = mean_dice([row["dice"] for row in rows], names)
+    print(f"model: {args.model or default_model_path()}  ({len(rows)} subjects)")
+    print(_table(rows, summary, names))
+    if args.json:
+        result = {
+            "model": str(args.model or default_model_path()),
+            "dice": summary,
+            "subjects": rows,
+            "convention": "3D Dice per subject, mean over subjects where defined",
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def _table(rows: list[dict], summary: dict[str, float | None], names: list[str]) -> str:
+    width = max([len("subject"), *(len(row["subject"]) for row in rows)])
+    lines = ["subject".ljust(width) + "".join(f"{n:>10}" for n in names)]
+    for row in rows:
+        lines.append(
+            row["subject"].ljust(width) + "".join(f"{_fmt(row['dice'][n]):>10}" for n in names)
+        )
+    lines.append("mean".ljust(width) + "".join(f"{_fmt(summary[n]):>10}" for n in names))
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _progress(items: Sequence[Any], label: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(items, desc=label, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

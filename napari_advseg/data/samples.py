@@ -1,0 +1,94 @@
+"""The bundled samples: the procedural phantom cohort and one real CT case.
+
+Both work with no network. The real case is a crop of TotalSegmentator's example CT with its
+model's pseudo-labels (see ``sample_data/abdomen_ct_ts/README.md`` for the attribution): Dice
+against it is Dice against a reference segmentation, not a manual ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from .._resources import sample_data_dir
+from ..errors import InvalidInputError
+from .nifti import load_volume
+from .phantom import PhantomConfig, generate_phantom
+from .splits import SPLIT_NAMES, split_subjects
+from .volume import Volume
+
+SAMPLE_NAMES = ("phantom", "real")
+REAL_CASE_DIR = "abdomen_ct_ts"
+REAL_CASE_ATTRIBUTION = (
+    "Real CT: crop of the TotalSegmentator example CT (github.com/wasserth/TotalSegmentator, "
+    "Apache-2.0); labels are TotalSegmentator predictions (pseudo-labels), not manual annotations."
+)
+
+
+def load_real_case() -> Volume:
+    """The real abdominal CT (3 mm, 46 slices) with its 4-organ pseudo-labels."""
+    folder = sample_data_dir() / REAL_CASE_DIR
+    volume = load_volume(folder / "ct.nii.gz", folder / "labels.nii.gz")
+    volume.name = "abdomen_ct_ts"
+    return volume
+
+
+@dataclass(frozen=True)
+class PhantomCohort:
+    """A deterministic cohort of phantom subjects, split 60:15:75 by subject.
+
+    Subject ``i`` is generated from a seed derived from ``(seed, i)``, so any subject can be
+    made on its own, in any order, and is the same every time.
+    """
+
+    n_subjects: int = 150
+    seed: int = 0
+    config: PhantomConfig = field(default_factory=PhantomConfig)
+
+    def __post_init__(self) -> None:
+        if self.n_subjects < 3:
+            raise InvalidInputError(
+                f"A phantom cohort needs at least 3 subjects, got {self.n_subjects}."
+            )
+
+    def splits(self) -> dict[str, list[int]]:
+        """Subject indices of the train, val and test splits."""
+        return split_subjects(self.n_subjects, self.seed)
+
+    def split(self, name: str) -> list[int]:
+        """Subject indices of one split (``train``, ``val``, ``test`` or ``all``)."""
+        if name == "all":
+            return list(range(self.n_subjects))
+        if name not in SPLIT_NAMES:
+            raise InvalidInputError(f"Unknown split {name!r}; choose train, val, test or all.")
+        return self.splits()[name]
+
+    def subject_seed(self, index: int) -> int:
+        """The generator seed of subject ``index``."""
+        return int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0])
+
+    def subject(self, index: int) -> Volume:
+        """Generate subject ``index`` as a :class:`Volume` with labels."""
+        if not 0 <= index < self.n_subjects:
+            raise InvalidInputError(f"Subject {index} is outside the cohort of {self.n_subjects}.")
+        image, labels = _generate_cached(self.subject_seed(index), self.config)
+        return Volume(
+            image=image.astype(np.float32),
+            spacing=self.config.spacing,
+            labels=labels.copy(),
+            name=f"phantom_{self.seed:03d}_{index:03d}",
+        )
+
+    def volumes(self, split: str) -> list[Volume]:
+        """All subjects of one split."""
+        return [self.subject(index) for index in self.split(split)]
+
+
+@lru_cache(maxsize=256)
+def _generate_cached(seed: int, config: PhantomConfig) -> tuple[np.ndarray, np.ndarray]:
+    image, labels = generate_phantom(seed, config)
+    image.setflags(write=False)
+    labels.setflags(write=False)
+    return image, labels

@@ -1,0 +1,1 @@
+"""Metrics, evaluation of models on cohorts, and reports."""

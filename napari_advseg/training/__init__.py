@@ -1,0 +1,1 @@
+"""Training as iterators of typed events, checkpoints, devices."""

@@ -1,0 +1,63 @@
+"""Typed progress events that trainers yield, for progress bars, plots and logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainingStarted:
+    """Training begins (or resumes at ``start_step``)."""
+
+    total_steps: int
+    start_step: int
+    device: str
+    num_parameters: int
+
+
+@dataclass(frozen=True)
+class StepCompleted:
+    """One optimisation step finished; ``losses`` maps each loss term to its value."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    losses: dict[str, float]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ValidationCompleted:
+    """Validation after an epoch: Dice per organ (``None`` where undefined) and their mean."""
+
+    step: int
+    epoch: int
+    dice: dict[str, float | None]
+    mean_dice: float
+    is_best: bool
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A checkpoint folder was written; ``role`` is ``"best"`` or ``"last"``."""
+
+    step: int
+    path: Path
+    role: str
+
+
+@dataclass(frozen=True)
+class TrainingFinished:
+    """Training ended, normally or because :meth:`stop` was called."""
+
+    step: int
+    stopped: bool
+    best_path: Path | None
+    last_path: Path | None
+    best_metrics: dict[str, float | None] = field(default_factory=dict)
+
+
+TrainingEvent = (
+    TrainingStarted | StepCompleted | ValidationCompleted | CheckpointSaved | TrainingFinished
+)

@@ -1,0 +1,357 @@
+"""Training the U-Net to be attacked, as an iterator of typed events.
+
+``for event in SegTrainer(...).run(): ...`` trains; :meth:`SegTrainer.stop` (from any thread)
+ends training after the current step and keeps the last checkpoint. The output folder is the
+best checkpoint by validation Dice; ``<out>/last`` holds the latest state for resuming.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.normalization import Normalization
+from ..data.slices import sample_patch_origins
+from ..data.volume import Volume
+from ..errors import InvalidInputError
+from ..evaluation.metrics import dice_per_label, mean_dice, overall_mean
+from ..inference import labels_to_model_grid, predict_probabilities, to_model_grid
+from ..labels import DEFAULT_LABEL_MAP, LabelMap
+from ..nets.unet import UNet, UNetConfig
+from ..segmentation import ModelSpec, SegmentationModel, load_unet, save_unet
+from .augment import augment_batch
+from .checkpoint import optimizer_tensors, restore_optimizer
+from .device import select_device
+from .events import (
+    CheckpointSaved,
+    StepCompleted,
+    TrainingEvent,
+    TrainingFinished,
+    TrainingStarted,
+    ValidationCompleted,
+)
+
+LAST_DIR = "last"
+
+
+@dataclass(frozen=True)
+class SegTrainingConfig:
+    """Settings of a U-Net training run.
+
+    Cross-entropy is the paper's loss; ``dice_weight`` > 0 adds a soft Dice term over the organs.
+    Adam with a cosine decay of the learning rate to zero over the run is our choice (the paper
+    does not say how its U-Net was optimised); ``cosine=False`` keeps it constant.
+    """
+
+    epochs: int = 12
+    steps_per_epoch: int = 200
+    batch_size: int = 16
+    patch_size: int = 96
+    learning_rate: float = 1e-3
+    cosine: bool = True
+    dice_weight: float = 0.0
+    foreground_fraction: float = 0.5
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if min(self.epochs, self.steps_per_epoch, self.batch_size, self.patch_size) < 1:
+            raise InvalidInputError(
+                "epochs, steps per epoch, batch size and patch size must be >= 1."
+            )
+        if self.learning_rate <= 0:
+            raise InvalidInputError(f"Learning rate must be positive, got {self.learning_rate}.")
+
+
+def make_spec(
+    architecture: UNetConfig,
+    label_map: LabelMap = DEFAULT_LABEL_MAP,
+    pixel_spacing: tuple[float, float] = (3.0, 3.0),
+    normalization: Normalization | None = None,
+) -> ModelSpec:
+    """The :class:`ModelSpec` of a U-Net of this architecture."""
+    if architecture.num_classes != label_map.num_classes:
+        raise InvalidInputError(
+            f"A U-Net with {architecture.num_classes} outputs cannot segment "
+            f"{len(label_map)} labels."
+        )
+    return ModelSpec(
+        label_map=label_map,
+        pixel_spacing=pixel_spacing,
+        normalization=normalization or Normalization(),
+        input_multiple=architecture.stride,
+        min_size=architecture.stride * 2,
+    )
+
+
+@dataclass
+class PatchSource:
+    """Training slices at the model's spacing, padded to at least one patch, and their weights."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_volumes(
+        cls,
+        volumes: Sequence[Volume],
+        spec: ModelSpec,
+        patch_size: int,
+        weights: Sequence[float] | None,
+    ) -> PatchSource:
+        """Normalise, resample and pad every training volume once."""
+        source = cls()
+        for index, volume in enumerate(volumes):
+            labels = labels_to_model_grid(volume, spec).numpy()
+            images = to_model_grid(volume, spec, pad=False).images[:, 0].numpy()
+            pad_h = max(0, patch_size - images.shape[1])
+            pad_w = max(0, patch_size - images.shape[2])
+            if pad_h or pad_w:
+                pads = ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2))
+                images = np.pad(images, pads, constant_values=float(images.min()))
+                labels = np.pad(labels, pads)
+            source.images.append(images)
+            source.labels.append(labels)
+            source.weights.append(1.0 if weights is None else float(weights[index]))
+        return source
+
+    def sample(
+        self, count: int, patch_size: int, foreground_fraction: float, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of (count, 1, P, P) image patches and (count, P, P) label patches."""
+        probabilities = np.asarray(self.weights) / np.sum(self.weights)
+        volumes = rng.choice(len(self.images), size=count, p=probabilities)
+        images = np.empty((count, 1, patch_size, patch_size), np.float32)
+        labels = np.empty((count, patch_size, patch_size), np.int64)
+        for i, v in enumerate(volumes):
+            z = rng.integers(self.images[v].shape[0])
+            ((y, x),) = sample_patch_origins(
+                self.labels[v][z], patch_size, 1, rng, foreground_fraction
+            )
+            images[i, 0] = self.images[v][z, y : y + patch_size, x : x + patch_size]
+            labels[i] = self.labels[v][z, y : y + patch_size, x : x + patch_size]
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+
+def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1 - mean soft Dice over the organ channels of a batch."""
+    probabilities = torch.softmax(logits, dim=1)[:, 1:]
+    one_hot = F.one_hot(labels, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(probabilities.dtype)
+    intersection = (probabilities * one_hot).sum(dim=(0, 2, 3))
+    total = probabilities.sum(dim=(0, 2, 3)) + one_hot.sum(dim=(0, 2, 3))
+    return 1.0 - ((2 * intersection + 1.0) / (total + 1.0)).mean()
+
+
+def evaluate_dice(model: SegmentationModel, volumes: Sequence[Volume]) -> dict[str, float | None]:
+    """Mean over subjects of each organ's 3D Dice on the subjects' own grids."""
+    rows = []
+    for volume in volumes:
+        probabilities = predict_probabilities(model, to_model_grid(volume, model.spec))
+        prediction = probabilities.argmax(dim=1).numpy()
+        rows.append(dice_per_label(prediction, volume.require_labels(), model.spec.label_map))
+    return mean_dice(rows, model.spec.label_map.names)
+
+
+class SegTrainer:
+    """Trains a U-Net on labelled volumes; see the module docstring.
+
+    Parameters
+    ----------
+    out_dir
+        Checkpoint folder to write (the best model), with ``last/`` inside for resuming.
+    train, val
+        Labelled training and validation volumes (split by subject). Without validation volumes
+        the latest model is also kept as the best.
+    architecture, spec
+        The U-Net and how it is fed; ``spec`` defaults to :func:`make_spec` of the architecture.
+    config
+        Training settings.
+    train_weights
+        Relative sampling weight of each training volume (default: equal).
+    resume
+        Continue from ``out_dir/last`` if it exists.
+    provenance
+        Extra facts to record in the checkpoint (e.g. the command line and the data).
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        train: Sequence[Volume],
+        val: Sequence[Volume] = (),
+        architecture: UNetConfig | None = None,
+        spec: ModelSpec | None = None,
+        config: SegTrainingConfig | None = None,
+        train_weights: Sequence[float] | None = None,
+        resume: bool = False,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not train:
+            raise InvalidInputError("No training volumes given.")
+        if train_weights is not None and len(train_weights) != len(train):
+            raise InvalidInputError("Give one sampling weight per training volume.")
+        self.out_dir = Path(out_dir)
+        self.architecture = architecture = architecture or UNetConfig()
+        self.spec = spec or make_spec(architecture)
+        if self.spec.input_multiple % architecture.stride:
+            raise InvalidInputError(
+                f"Inputs must be padded to a multiple of the U-Net stride {architecture.stride}."
+            )
+        self.config = config or SegTrainingConfig()
+        self.train_volumes = list(train)
+        self.val_volumes = list(val)
+        self.train_weights = train_weights
+        self.resume = resume
+        self.provenance = dict(provenance or {})
+        self._stop_requested = False
+
+    def stop(self) -> None:
+        """Ask training to end after the current step (safe to call from another thread)."""
+        self._stop_requested = True
+
+    def run(self) -> Iterator[TrainingEvent]:
+        """Train, yielding events; the last one is always :class:`TrainingFinished`."""
+        cfg = self.config
+        device = select_device(cfg.device)
+        for volume in (*self.train_volumes, *self.val_volumes):
+            volume.require_labels()
+            self.spec.label_map.check_values(volume.labels, volume.name)
+        source = PatchSource.from_volumes(
+            self.train_volumes, self.spec, cfg.patch_size, self.train_weights
+        )
+        torch.manual_seed(cfg.seed)
+        network = UNet(self.architecture).to(device)
+        optimizer = torch.optim.Adam(network.parameters(), lr=cfg.learning_rate)
+        total_steps = cfg.epochs * cfg.steps_per_epoch
+        state = {"step": 0, "best": -1.0, "best_dice": {}, "seconds": 0.0}
+        if self.resume and (self.out_dir / LAST_DIR).is_dir():
+            state.update(self._restore(network, optimizer, device))
+        model = SegmentationModel(network, self.spec, self.out_dir.name)
+        num_parameters = sum(p.numel() for p in network.parameters())
+        yield TrainingStarted(total_steps, state["step"], str(device), num_parameters)
+        rng = np.random.default_rng([cfg.seed, state["step"]])
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
+        started = time.perf_counter() - state["seconds"]
+        stopped = False
+        while state["step"] < total_steps:
+            if self._stop_requested:
+                stopped = True
+                break
+            network.train()
+            tick = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = self._learning_rate(state["step"], total_steps)
+            images, labels = source.sample(
+                cfg.batch_size, cfg.patch_size, cfg.foreground_fraction, rng
+            )
+            if cfg.augment:
+                images, labels = augment_batch(images, labels, generator)
+            images, labels = images.to(device), labels.to(device)
+            logits = network(images)
+            losses = {"cross_entropy": F.cross_entropy(logits, labels)}
+            if cfg.dice_weight > 0:
+                losses["dice"] = cfg.dice_weight * soft_dice_loss(logits, labels)
+            total = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            state["step"] += 1
+            epoch = (state["step"] - 1) // cfg.steps_per_epoch
+            values = {name: float(value.detach()) for name, value in losses.items()}
+            values["total"] = float(total.detach())
+            yield StepCompleted(
+                state["step"], total_steps, epoch, values, time.perf_counter() - tick
+            )
+            if state["step"] % cfg.steps_per_epoch == 0 or state["step"] == total_steps:
+                state["seconds"] = time.perf_counter() - started
+                yield from self._end_epoch(model, optimizer, state, epoch)
+        state["seconds"] = time.perf_counter() - started
+        last = self._save_last(network, optimizer, state)
+        yield CheckpointSaved(state["step"], last, "last")
+        best = self.out_dir if (self.out_dir / "config.json").exists() else None
+        yield TrainingFinished(state["step"], stopped, best, last, dict(state["best_dice"]))
+
+    def _learning_rate(self, step: int, total_steps: int) -> float:
+        if not self.config.cosine:
+            return self.config.learning_rate
+        return self.config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+
+    def _end_epoch(
+        self,
+        model: SegmentationModel,
+        optimizer: torch.optim.Optimizer,
+        state: dict[str, Any],
+        epoch: int,
+    ) -> Iterator[TrainingEvent]:
+        """Validate, keep the best checkpoint, and save the latest state."""
+        if self.val_volumes:
+            dice = evaluate_dice(model, self.val_volumes)
+            score = overall_mean(dice) or 0.0
+        else:
+            dice, score = {}, float(state["step"])
+        is_best = score > state["best"]
+        if self.val_volumes:
+            yield ValidationCompleted(state["step"], epoch, dice, score, is_best)
+        if is_best:
+            state["best"], state["best_dice"] = score, dice
+            save_unet(self.out_dir, model.network, self.spec, self._provenance(state, model.device))
+            yield CheckpointSaved(state["step"], self.out_dir, "best")
+        last = self._save_last(model.network, optimizer, state)
+        yield CheckpointSaved(state["step"], last, "last")
+
+    def _provenance(self, state: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+        return {
+            **self.provenance,
+            "settings": asdict(self.config),
+            "step": state["step"],
+            "best_validation_mean_dice": state["best"] if self.val_volumes else None,
+            "validation_dice": state["best_dice"],
+            "train_subjects": [volume.name for volume in self.train_volumes],
+            "val_subjects": [volume.name for volume in self.val_volumes],
+            "device": str(device),
+            "seconds": round(state["seconds"], 1),
+            "torch": torch.__version__,
+            "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _save_last(
+        self, network: UNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+    ) -> Path:
+        tensors, meta = optimizer_tensors(optimizer)
+        provenance = self._provenance(state, next(network.parameters()).device)
+        provenance["resume"] = {
+            "optimizer": meta,
+            "best": state["best"],
+            "best_dice": state["best_dice"],
+        }
+        return save_unet(self.out_dir / LAST_DIR, network, self.spec, provenance, tensors)
+
+    def _restore(
+        self, network: UNet, optimizer: torch.optim.Optimizer, device: torch.device
+    ) -> dict[str, Any]:
+        model, tensors = load_unet(self.out_dir / LAST_DIR, self.architecture, self.spec.label_map)
+        training = model.config["training"]
+        network.load_state_dict(model.network.state_dict())
+        restore_optimizer(
+            optimizer,
+            {k: v.to(device) for k, v in tensors.items()},
+            training["resume"]["optimizer"],
+        )
+        return {
+            "step": int(training["step"]),
+            "best": float(training["resume"]["best"]),
+            "best_dice": dict(training["resume"]["best_dice"]),
+            "seconds": float(training["seconds"]),
+        }

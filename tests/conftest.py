@@ -1,0 +1,65 @@
+"""Shared fixtures: small synthetic volumes and NIfTI files made on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from napari_advseg.data.volume import Volume
+from napari_advseg.nets.unet import UNet, UNetConfig
+from napari_advseg.training.seg_trainer import make_spec
+
+torch.set_num_threads(2)
+
+
+def blob_volume(shape=(4, 40, 48), spacing=(3.0, 3.0, 3.0), seed=0, name="blobs") -> Volume:
+    """A small CT-like volume with one disc per organ label on every slice."""
+    rng = np.random.default_rng(seed)
+    _, y, x = np.indices(shape)
+    image = np.full(shape, -1000.0, np.float32)
+    labels = np.zeros(shape, np.uint8)
+    body = ((y - shape[1] / 2) / (shape[1] * 0.45)) ** 2 + (
+        (x - shape[2] / 2) / (shape[2] * 0.45)
+    ) ** 2 < 1
+    image[body] = -100.0
+    centres = [(0.5, 0.5), (0.7, 0.3), (0.4, 0.3), (0.65, 0.72)]
+    for label, (cy, cx) in enumerate(centres, start=1):
+        disc = (y - cy * shape[1]) ** 2 + (x - cx * shape[2]) ** 2 < (0.12 * shape[1]) ** 2
+        image[disc] = 40.0 * label
+        labels[disc] = label
+    image += rng.normal(0, 5, shape).astype(np.float32)
+    return Volume(image=image, spacing=spacing, labels=labels, name=name)
+
+
+def save_pair(folder: Path, volume: Volume, stem: str = "case") -> tuple[Path, Path]:
+    """Write a volume as an LPS-ordered NIfTI image/label pair; return the two paths."""
+    from napari_advseg.data.nifti import write_nifti
+
+    image = write_nifti(folder / f"{stem}_ct.nii.gz", volume.image, volume.grid, "int16")
+    labels = write_nifti(folder / f"{stem}_labels.nii.gz", volume.labels, volume.grid, "uint8")
+    return image, labels
+
+
+def save_array(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    """Write a raw array as NIfTI (file order) with an affine (default 3 mm RAS)."""
+    nib.save(
+        nib.Nifti1Image(data, np.diag([3.0, 3.0, 3.0, 1.0]) if affine is None else affine), path
+    )
+    return path
+
+
+@pytest.fixture
+def volume() -> Volume:
+    return blob_volume()
+
+
+@pytest.fixture
+def tiny_unet():
+    """A tiny random U-Net and its spec (depth 3, 4 base channels)."""
+    torch.manual_seed(0)
+    config = UNetConfig(base_channels=4, depth=3)
+    return UNet(config).eval(), make_spec(config)

@@ -22,13 +22,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from napari_advseg.data.phantom import PhantomConfig, generate_phantom
+from napari_advseg.labels import DEFAULT_LABEL_MAP
 
-COLORS = {  # RGB 0-1: pancreas blue, kidneys green, liver orange, spleen red
-    1: (0.12, 0.47, 1.0),
-    2: (0.17, 0.78, 0.17),
-    3: (1.0, 0.59, 0.08),
-    4: (0.9, 0.12, 0.12),
-}
+# RGB 0-1 from the one label map: pancreas blue, kidneys green, liver orange, spleen red
+COLORS = {k: rgba[:3] for k, rgba in DEFAULT_LABEL_MAP.colors_rgba().items() if k}
 WINDOW = (-160.0, 240.0)
 
 

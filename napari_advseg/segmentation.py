@@ -8,6 +8,7 @@ U-Net is loaded from a checkpoint folder; a user's own network from a TorchScrip
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 import zipfile
@@ -249,7 +250,11 @@ def load_torchscript(path: str | os.PathLike[str], spec: ModelSpec) -> Segmentat
             f"{path}: returns {got} for a (1, 1, {size}, {size}) input, expected {expected} "
             f"(logits for background + {', '.join(spec.label_map.names)})."
         )
-    config = {"kind": "segmentation/torchscript", "path": str(path)}
+    config = {
+        "kind": "segmentation/torchscript",
+        "path": str(path),
+        "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
     return SegmentationModel(network, spec, path.stem, config).freeze()
 
 

@@ -23,7 +23,7 @@ def test_manifest_is_registered_and_valid():
 
 def test_shipped_folders_are_found():
     assert (sample_data_dir() / "abdomen_ct_ts" / "ct.nii.gz").is_file()
-    assert models_dir().is_dir()
+    assert (models_dir() / "unet_default" / "config.json").is_file()
 
 
 def test_backend_imports_neither_qt_nor_napari():
@@ -63,6 +63,9 @@ def test_wheel_carries_manifest_models_and_samples(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
         "napari_advseg/napari.yaml",
+        "napari_advseg/models/unet_default/config.json",
+        "napari_advseg/models/unet_default/weights.safetensors",
+        "napari_advseg/models/unet_default/MODEL_CARD.md",
         "napari_advseg/sample_data/abdomen_ct_ts/ct.nii.gz",
         "napari_advseg/sample_data/abdomen_ct_ts/README.md",
     ):

@@ -44,6 +44,7 @@ def save_checkpoint(
             name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()
         }
         save_file(contiguous, str(tmp / WEIGHTS_NAME))
+        os.chmod(tmp / WEIGHTS_NAME, 0o644)  # safetensors creates it private
         full_config = {"format": FORMAT, "format_version": FORMAT_VERSION, **config}
         (tmp / CONFIG_NAME).write_text(json.dumps(full_config, indent=2, sort_keys=False) + "\n")
         # Keep nested checkpoints (e.g. last/) that live inside the previous folder.
@@ -119,28 +120,34 @@ def weights_sha256(folder: str | os.PathLike[str]) -> str:
 
 
 def optimizer_tensors(
-    optimizer: torch.optim.Optimizer,
+    optimizer: torch.optim.Optimizer, prefix: str = "optimizer"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer's state into tensors (for safetensors) and JSON (hyper-parameters)."""
+    """Split an optimizer's state into tensors (for safetensors) and JSON (hyper-parameters).
+
+    Tensor names start with ``prefix/``, so one checkpoint can hold several optimizers.
+    """
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     plain: dict[str, dict[str, Any]] = {}
     for index, values in state["state"].items():
         for name, value in values.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer/{index}/{name}"] = value
+                tensors[f"{prefix}/{index}/{name}"] = value
             else:
                 plain.setdefault(str(index), {})[name] = value
     return tensors, {"param_groups": state["param_groups"], "plain_state": plain}
 
 
 def restore_optimizer(
-    optimizer: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+    optimizer: torch.optim.Optimizer,
+    tensors: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    prefix: str = "optimizer",
 ) -> None:
     """Inverse of :func:`optimizer_tensors`."""
     state: dict[int, dict[str, Any]] = {}
     for key, tensor in tensors.items():
-        if key.startswith("optimizer/"):
+        if key.startswith(f"{prefix}/"):
             _, index, name = key.split("/", 2)
             state.setdefault(int(index), {})[name] = tensor
     for index, values in meta.get("plain_state", {}).items():

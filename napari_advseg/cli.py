@@ -5,22 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import AdvsegError, InvalidInputError
-
-SPLIT_CHOICES = ("train", "val", "test", "all")
+from ._cli_common import (
+    SPLIT_CHOICES,
+    add_data_arguments,
+    check_data_choice,
+    eval_volumes,
+    fmt,
+    progress,
+    user_volumes,
+    with_progress,
+)
+from .cli_attack import add_attack_commands
+from .errors import AdvsegError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``advseg``; returns the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = "advseg " + " ".join(shlex.quote(arg) for arg in argv)
     if not hasattr(args, "handler"):
         parser.print_help()
         return 1
@@ -72,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    _add_data_arguments(train, default_sample=None)
+    add_data_arguments(train, default_sample=None)
     train.add_argument(
         "--real-weight",
         type=float,
@@ -119,55 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="checkpoint folder or TorchScript file (default: shipped U-Net)",
     )
-    _add_data_arguments(evaluate, default_sample=None)
+    add_data_arguments(evaluate, default_sample=None)
     evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
     evaluate.set_defaults(handler=_eval_seg)
+    add_attack_commands(commands)
     return parser
-
-
-def _add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | None) -> None:
-    group = parser.add_argument_group("data (a bundled sample or your own NIfTI files)")
-    group.add_argument(
-        "--sample",
-        nargs="+",
-        choices=("phantom", "real"),
-        default=default_sample,
-        help="bundled sample(s): the phantom cohort and/or the real CT case",
-    )
-    group.add_argument(
-        "--split", choices=SPLIT_CHOICES, default=None, help="phantom split (eval default: test)"
-    )
-    group.add_argument("--subjects", type=int, default=150, help="phantom cohort size")
-    group.add_argument("--cohort-seed", type=int, default=0, help="phantom cohort seed")
-    group.add_argument(
-        "--image",
-        "--images",
-        dest="images",
-        nargs="+",
-        type=Path,
-        default=None,
-        help="CT NIfTI file(s)",
-    )
-    group.add_argument(
-        "--labels",
-        nargs="+",
-        type=Path,
-        default=None,
-        help="label NIfTI file(s), one per image, in the same order",
-    )
-
-
-def _user_volumes(args: argparse.Namespace) -> list[Any]:
-    from .data.nifti import load_volume
-
-    if not args.labels or len(args.labels) != len(args.images):
-        raise InvalidInputError("Give one --labels file per --image file, in the same order.")
-    return [load_volume(i, lab) for i, lab in zip(args.images, args.labels, strict=True)]
-
-
-def _check_data_choice(args: argparse.Namespace) -> None:
-    if bool(args.sample) == bool(args.images):
-        raise InvalidInputError("Give either --sample or --image/--labels (one of the two).")
 
 
 def _sample_data(args: argparse.Namespace) -> None:
@@ -184,7 +150,7 @@ def _sample_data(args: argparse.Namespace) -> None:
         return
     cohort = PhantomCohort(args.subjects or 150, args.seed)
     indices = cohort.split(args.split)
-    for index in _progress(indices, "phantom subjects"):
+    for index in progress(indices, "phantom subjects"):
         volume = cohort.subject(index)
         write_nifti(out / f"{volume.name}_ct.nii.gz", volume.image, volume.grid, "int16")
         write_nifti(out / f"{volume.name}_labels.nii.gz", volume.labels, volume.grid, "uint8")
@@ -198,9 +164,9 @@ def _training_data(args: argparse.Namespace) -> tuple[list[Any], list[Any], list
     from .data.samples import PhantomCohort, load_real_case
     from .data.splits import split_subjects
 
-    _check_data_choice(args)
+    check_data_choice(args)
     if args.images:
-        volumes = _user_volumes(args)
+        volumes = user_volumes(args)
         if len(volumes) < 3:
             print("advseg: fewer than 3 subjects: training on all, no validation", file=sys.stderr)
             return volumes, [], [1.0] * len(volumes), {"images": [str(p) for p in args.images]}
@@ -257,7 +223,6 @@ def _train_seg(args: argparse.Namespace) -> None:
         device=args.device,
     )
     spec = make_spec(architecture, pixel_spacing=(args.spacing, args.spacing))
-    command = "advseg " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     trainer = SegTrainer(
         args.out,
         train,
@@ -267,12 +232,12 @@ def _train_seg(args: argparse.Namespace) -> None:
         config,
         weights,
         args.resume,
-        {"command": command, "data": data},
+        {"command": args.command_line, "data": data},
     )
     print(f"training on {len(train)} volumes, validating on {len(val)}; Ctrl-C stops and saves")
-    for event in _with_progress(trainer, "train-seg"):
+    for event in with_progress(trainer, "train-seg"):
         if isinstance(event, ValidationCompleted):
-            dice = ", ".join(f"{k} {_fmt(v)}" for k, v in event.dice.items())
+            dice = ", ".join(f"{k} {fmt(v)}" for k, v in event.dice.items())
             mark = "  (best)" if event.is_best else ""
             print(
                 f"epoch {event.epoch + 1}: validation Dice {dice}; mean {event.mean_dice:.3f}{mark}"
@@ -285,60 +250,17 @@ def _train_seg(args: argparse.Namespace) -> None:
             )
 
 
-def _with_progress(trainer: Any, label: str) -> Iterator[Any]:
-    """Drive a trainer with a progress bar; Ctrl-C asks it to stop and save."""
-    from tqdm import tqdm
-
-    from .training.events import StepCompleted, TrainingStarted
-
-    previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())
-    bar = None
-    try:
-        for event in trainer.run():
-            if isinstance(event, TrainingStarted):
-                bar = tqdm(
-                    total=event.total_steps,
-                    initial=event.start_step,
-                    desc=label,
-                    unit="step",
-                    file=sys.stderr,
-                    dynamic_ncols=True,
-                )
-                bar.write(f"device {event.device}, {event.num_parameters:,} parameters")
-            elif isinstance(event, StepCompleted) and bar is not None:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in event.losses.items()}, refresh=False)
-                bar.update(event.step - bar.n)
-            else:
-                if bar is not None:
-                    bar.clear()
-                yield event
-                if bar is not None:
-                    bar.refresh()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if bar is not None:
-            bar.close()
-
-
 def _eval_seg(args: argparse.Namespace) -> None:
-    from .data.samples import PhantomCohort, load_real_case
     from .evaluation.metrics import dice_per_label, mean_dice
     from .inference import segment_volume
     from .segmentation import default_model_path, load_segmentation_model
 
-    _check_data_choice(args)
+    check_data_choice(args)
     model = load_segmentation_model(args.model)
-    volumes = []
-    if args.images:
-        volumes = _user_volumes(args)
-    else:
-        if "phantom" in args.sample:
-            volumes += PhantomCohort(args.subjects, args.cohort_seed).volumes(args.split or "test")
-        if "real" in args.sample:
-            volumes.append(load_real_case())
+    volumes = eval_volumes(args)
     names = model.spec.label_map.names
     rows = []
-    for volume in _progress(volumes, "subjects"):
+    for volume in progress(volumes, "subjects"):
         prediction = segment_volume(model, volume)
         dice = dice_per_label(prediction, volume.require_labels(), model.spec.label_map)
         rows.append({"subject": volume.name, "dice": dice})
@@ -362,20 +284,10 @@ def _table(rows: list[dict], summary: dict[str, float | None], names: list[str])
     lines = ["subject".ljust(width) + "".join(f"{n:>10}" for n in names)]
     for row in rows:
         lines.append(
-            row["subject"].ljust(width) + "".join(f"{_fmt(row['dice'][n]):>10}" for n in names)
+            row["subject"].ljust(width) + "".join(f"{fmt(row['dice'][n]):>10}" for n in names)
         )
-    lines.append("mean".ljust(width) + "".join(f"{_fmt(summary[n]):>10}" for n in names))
+    lines.append("mean".ljust(width) + "".join(f"{fmt(summary[n]):>10}" for n in names))
     return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _progress(items: Sequence[Any], label: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(items, desc=label, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -63,3 +63,41 @@ def tiny_unet():
     torch.manual_seed(0)
     config = UNetConfig(base_channels=4, depth=3)
     return UNet(config).eval(), make_spec(config)
+
+
+@pytest.fixture(scope="session")
+def cohort():
+    """Six tiny phantom subjects (12 slices of 64x64 at 6 mm)."""
+    from napari_advseg.data.phantom import PhantomConfig
+    from napari_advseg.data.samples import PhantomCohort
+
+    return PhantomCohort(
+        6, seed=3, config=PhantomConfig(shape=(12, 64, 64), spacing=(6.0, 6.0, 6.0))
+    )
+
+
+@pytest.fixture(scope="session")
+def trained_seg_dir(cohort, tmp_path_factory):
+    """A small U-Net trained for 300 steps on four tiny phantom subjects (about 7 s)."""
+    from napari_advseg.training.seg_trainer import SegTrainer, SegTrainingConfig
+
+    config = SegTrainingConfig(
+        epochs=1, steps_per_epoch=300, batch_size=8, patch_size=48, learning_rate=3e-3, device="cpu"
+    )
+    out = tmp_path_factory.mktemp("seg") / "unet"
+    trainer = SegTrainer(
+        out,
+        [cohort.subject(i) for i in range(4)],
+        [],
+        UNetConfig(base_channels=8, depth=3),
+        config=config,
+    )
+    list(trainer.run())
+    return out
+
+
+@pytest.fixture
+def seg_model(trained_seg_dir):
+    from napari_advseg.segmentation import load_unet
+
+    return load_unet(trained_seg_dir)[0]

@@ -95,7 +95,7 @@ def test_train_seg_on_user_files(tmp_path, capsys):
     )
     assert code == 0
     config = json.loads((out / "config.json").read_text())
-    assert config["training"]["command"].startswith("advseg ")
+    assert config["training"]["command"].startswith("advseg train-seg --out ")
     assert len(config["training"]["data"]["held_out_test"]) == 1
     assert "finished at step 2" in capsys.readouterr().out
 

@@ -58,6 +58,26 @@ class TrainingFinished:
     best_metrics: dict[str, float | None] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AttackProgress:
+    """The attack's effect on a fixed monitoring batch (posterior-mean latents).
+
+    ``dice_drop`` maps each organ to the relative decrease (%) of its Dice from S0 to S_DV
+    against the training reference (``None`` where undefined); ``p`` is the perceptibility
+    mean |I_DV - I0| in normalised units.
+    """
+
+    step: int
+    dice_drop: dict[str, float | None]
+    mean_drop: float | None
+    p: float
+
+
 TrainingEvent = (
-    TrainingStarted | StepCompleted | ValidationCompleted | CheckpointSaved | TrainingFinished
+    TrainingStarted
+    | StepCompleted
+    | ValidationCompleted
+    | CheckpointSaved
+    | TrainingFinished
+    | AttackProgress
 )

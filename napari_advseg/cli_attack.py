@@ -1,0 +1,287 @@
+"""The attack subcommands of ``advseg``: train-attack, sweep, generate."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._cli_common import add_data_arguments, check_data_choice, eval_volumes, with_progress
+from .errors import InvalidInputError
+
+DEFAULT_ATTACKER = "attacker_dv_xi2"
+SWEEP_XI = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def add_attack_commands(commands: Any) -> None:
+    """Register train-attack, sweep and generate on the ``advseg`` subparsers."""
+    train = commands.add_parser(
+        "train-attack",
+        help="train an attacker (generator + critic) against a segmentation model",
+        description=(
+            "Train the generator of Chen et al. 2019 against a frozen segmentation model: "
+            "D and V from two latents, a WGAN critic, (xi - masked cross-entropy)^2, L2 "
+            "penalties, RMSProp. Data: by default the phantom cohort's training split; labels "
+            "are not needed. Writes a checkpoint folder (Ctrl-C stops and saves; --resume)."
+        ),
+    )
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    train.add_argument("--seg", type=Path, default=None, help="f_seg (default: shipped U-Net)")
+    _add_attack_settings(train)
+    add_data_arguments(train, default_sample=None)
+    train.add_argument("--resume", action="store_true", help="continue from OUT")
+    train.set_defaults(handler=_train_attack)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="Table 1: Dice and p for a range of xi, D-only, V-only and a random baseline",
+        description=(
+            "Train (or, with --attackers, load) one attacker per xi, plus D-only and V-only at "
+            "xi = 2, evaluate them and a random baseline at the xi = 2 attack's p, and write "
+            "Table 1 as Markdown, CSV, JSON and a PNG plot into --out."
+        ),
+    )
+    sweep.add_argument("--seg", type=Path, default=None, help="f_seg (default: shipped U-Net)")
+    sweep.add_argument("--xi", type=float, nargs="+", default=list(SWEEP_XI))
+    sweep.add_argument(
+        "--attackers",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="evaluate these attacker checkpoints instead of training",
+    )
+    sweep.add_argument("--out", type=Path, default=Path("sweep"), help="output folder")
+    sweep.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    _add_attack_settings(sweep, with_xi=False)
+    add_data_arguments(sweep, default_sample=None)
+    sweep.set_defaults(handler=_sweep)
+
+    generate = commands.add_parser(
+        "generate",
+        help="write I_DV, D, V, S0 and S_DV for a scan as NIfTI on its own grid",
+        description=(
+            "Attack a CT volume with a trained attacker and write, on the scan's own grid: "
+            "I_DV and V in HU, D as D_x and D_y in mm, S0 and S_DV label maps."
+        ),
+    )
+    generate.add_argument("--image", type=Path, required=True, help="CT NIfTI file")
+    generate.add_argument("--out", type=Path, required=True, help="folder to write into")
+    generate.add_argument("--seg", type=Path, default=None, help="f_seg (default: shipped U-Net)")
+    generate.add_argument(
+        "--attacker",
+        type=Path,
+        default=None,
+        help=f"attacker folder (default: shipped {DEFAULT_ATTACKER})",
+    )
+    generate.add_argument(
+        "--samples", type=int, default=1, help="1: the posterior mean; N > 1: N posterior samples"
+    )
+    generate.add_argument("--temperature", type=float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.set_defaults(handler=_generate)
+
+
+def _add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) -> None:
+    group = parser.add_argument_group("attack training")
+    if with_xi:
+        group.add_argument("--xi", type=float, default=2.0, help="target masked cross-entropy")
+        group.add_argument("--mode", choices=("dv", "d", "v"), default="dv")
+    group.add_argument("--steps", type=int, default=1000, help="generator steps")
+    group.add_argument("--batch-size", type=int, default=8)
+    group.add_argument("--crop-size", type=int, default=128)
+    group.add_argument("--lambda-d", type=float, default=0.1)
+    group.add_argument("--lambda-v", type=float, default=0.01)
+    group.add_argument("--kl-weight", type=float, default=0.01, help="0: the paper's exact eq. 6")
+    group.add_argument(
+        "--reference",
+        choices=("warped", "original"),
+        default="warped",
+        help="eq. 4 against S0 warped by D (default) or S0 itself (literal)",
+    )
+    group.add_argument("--lr", type=float, default=1e-4, help="RMSProp learning rate")
+    group.add_argument("--critic-steps", type=int, default=5)
+    group.add_argument(
+        "--gradient-penalty",
+        type=float,
+        default=0.0,
+        help="WGAN-GP weight instead of weight clipping (0: clipping)",
+    )
+    group.add_argument("--latent-d", type=int, default=8, help="dimensions of z_D")
+    group.add_argument("--latent-v", type=int, default=8, help="dimensions of z_V")
+    group.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    group.add_argument("--seed", type=int, default=0)
+
+
+def _training_settings(args: argparse.Namespace, xi: float) -> Any:
+    from .training.attack_trainer import AttackTrainingConfig
+
+    return AttackTrainingConfig(
+        xi=xi,
+        reference=args.reference,
+        lambda_d=args.lambda_d,
+        lambda_v=args.lambda_v,
+        kl_weight=args.kl_weight,
+        learning_rate=args.lr,
+        critic_steps=args.critic_steps,
+        gradient_penalty=args.gradient_penalty,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop_size=args.crop_size,
+        seed=args.seed,
+        device=args.device,
+    )
+
+
+def _train_volumes(args: argparse.Namespace) -> list[Any]:
+    if not args.sample and not args.images:
+        args.sample = ["phantom"]
+    return eval_volumes(args, default_split="train", require_labels=False)
+
+
+def _train_one(
+    args: argparse.Namespace, seg: Any, volumes: list[Any], out: Path, xi: float, mode: str
+) -> Path:
+    from .nets.attacker import AttackerConfig
+    from .training.attack_trainer import AttackTrainer
+    from .training.events import AttackProgress, TrainingFinished
+
+    trainer = AttackTrainer(
+        out,
+        seg,
+        volumes,
+        AttackerConfig(args.latent_d, args.latent_v, mode=mode),
+        config=_training_settings(args, xi),
+        resume=getattr(args, "resume", False),
+        provenance={"command": args.command_line, "data": [v.name for v in volumes]},
+    )
+    print(f"training attacker xi={xi:g} mode={mode} on {len(volumes)} volumes -> {out}")
+    for event in with_progress(trainer, f"attack xi={xi:g} {mode}"):
+        if isinstance(event, AttackProgress):
+            drops = ", ".join(f"{k} {v:.0f}%" for k, v in event.dice_drop.items() if v is not None)
+            print(f"step {event.step}: Dice drop {drops}; p {event.p:.3f}")
+        elif isinstance(event, TrainingFinished):
+            print(f"{'stopped' if event.stopped else 'finished'} at step {event.step}: {out}")
+    return out
+
+
+def _train_attack(args: argparse.Namespace) -> None:
+    from .segmentation import load_segmentation_model
+
+    seg = load_segmentation_model(args.seg)
+    _train_one(args, seg, _train_volumes(args), args.out, args.xi, args.mode)
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    import json
+
+    from .data.samples import PhantomCohort
+    from .evaluation.attack_eval import evaluate_attack
+    from .evaluation.attacks import LearnedAttack, RandomAttack
+    from .evaluation.sweep import (
+        attack_row,
+        baseline_rows,
+        latent_diversity,
+        markdown_table,
+        write_outputs,
+    )
+    from .inference import to_model_grid
+    from .segmentation import load_segmentation_model
+    from .training.attacker_io import load_attacker
+
+    seg = load_segmentation_model(args.seg)
+    check_data_choice(args)
+    test = eval_volumes(args, require_labels=False)
+    if args.attackers:
+        folders = list(args.attackers)
+    else:
+        train = PhantomCohort(args.subjects, args.cohort_seed).volumes("train")
+        plan = [(xi, "dv") for xi in args.xi] + [(2.0, "d"), (2.0, "v")]
+        folders = [
+            _train_one(args, seg, train, args.out / "attackers" / f"{mode}_xi{xi:g}", xi, mode)
+            for xi, mode in plan
+        ]
+    attackers = sorted((load_attacker(f) for f in folders), key=lambda a: (a.mode != "dv", a.xi))
+    rows: list[dict[str, Any]] = []
+    extra: dict[str, Any] = {"seg": seg.name, "subjects": [v.name for v in test]}
+    reference_dv = None
+    for loaded in attackers:
+        warning = loaded.target_mismatch(seg)
+        if warning:
+            print(f"advseg: warning: {warning}", file=sys.stderr)
+        report = evaluate_attack(seg, LearnedAttack(loaded), test)
+        if not rows:
+            rows += baseline_rows(report)
+            extra["reference"] = report.reference
+        symbol = {"dv": "I_DV", "d": "I_D", "v": "I_V"}[loaded.mode]
+        row = attack_row(f"{symbol} (xi = {loaded.xi:g})", loaded.xi, loaded.mode, report)
+        rows.append(row)
+        print(f"{row['label']}: p {row['p']:.3f}")
+        if loaded.mode == "dv" and (
+            reference_dv is None or abs(loaded.xi - 2.0) < abs(reference_dv[0].xi - 2.0)
+        ):
+            reference_dv = (loaded, row)
+    if reference_dv is not None:
+        loaded, row = reference_dv
+        random = RandomAttack(row["p"], "dv", seed=args.seed)
+        rows.append(
+            attack_row(
+                f"random D+V (p matched to xi = {loaded.xi:g})",
+                None,
+                "random",
+                evaluate_attack(seg, random, test),
+            )
+        )
+        images = to_model_grid(test[0], seg.spec).images
+        middle = images.shape[0] // 2
+        extra["latent_diversity"] = latent_diversity(
+            LearnedAttack(loaded), images[middle - 4 : middle + 4]
+        )
+    organs = seg.spec.label_map.names
+    written = write_outputs(rows, organs, args.out, extra)
+    print(markdown_table(rows, organs, "dice_warped"))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        written.append(args.json)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from ._resources import models_dir
+    from .attack import attack_volume
+    from .data.nifti import load_volume, write_nifti
+    from .evaluation.attacks import LearnedAttack
+    from .segmentation import load_segmentation_model
+    from .training.attacker_io import load_attacker
+
+    if args.samples < 1:
+        raise InvalidInputError("--samples must be at least 1.")
+    seg = load_segmentation_model(args.seg)
+    loaded = load_attacker(args.attacker or models_dir() / DEFAULT_ATTACKER)
+    warning = loaded.target_mismatch(seg)
+    if warning:
+        print(f"advseg: warning: {warning}", file=sys.stderr)
+    volume = load_volume(args.image)
+    stem = Path(args.image).name.removesuffix(".gz").removesuffix(".nii")
+    draws = (
+        [("mean", 0)]
+        if args.samples == 1
+        else [("posterior", args.seed + i) for i in range(args.samples)]
+    )
+    for index, (source, seed) in enumerate(draws):
+        method = LearnedAttack(loaded, source, args.temperature, seed)
+        result = attack_volume(seg, method, volume)
+        tag = "" if args.samples == 1 else f"_sample{index}"
+        out = args.out
+        write_nifti(out / f"{stem}_IDV{tag}.nii.gz", result.attacked_hu, volume.grid, "int16")
+        write_nifti(out / f"{stem}_V{tag}.nii.gz", result.intensity_hu, volume.grid, "float32")
+        write_nifti(
+            out / f"{stem}_Dx_mm{tag}.nii.gz", result.displacement_mm[0], volume.grid, "float32"
+        )
+        write_nifti(
+            out / f"{stem}_Dy_mm{tag}.nii.gz", result.displacement_mm[1], volume.grid, "float32"
+        )
+        write_nifti(out / f"{stem}_S0.nii.gz", result.s0, volume.grid, "uint8")
+        write_nifti(out / f"{stem}_SDV{tag}.nii.gz", result.s_dv, volume.grid, "uint8")
+        print(f"{source} draw {index}: p = {result.p:.3f}; wrote {out}/{stem}_*{tag}.nii.gz")

@@ -1,0 +1,131 @@
+"""Attacker checkpoint folders: the generator, what it targets, and how it was trained."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..nets.attacker import Attacker, AttackerConfig
+from ..segmentation import SegmentationModel
+from .checkpoint import load_checkpoint, save_checkpoint
+
+ATTACKER_KIND = "attacker"
+
+
+def save_attacker(
+    folder: str | os.PathLike[str],
+    attacker: Attacker,
+    target: SegmentationModel,
+    settings: Any,
+    training: Mapping[str, Any],
+    critic_config: Any = None,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write an attacker checkpoint folder atomically.
+
+    The config records the attacker's architecture (latent sizes, mode), the training settings
+    (xi, reference, lambdas, ...), and the target f_seg by name and weights hash.
+    """
+    config = {
+        "kind": ATTACKER_KIND,
+        "attacker": attacker.config.to_dict(),
+        "critic": None if critic_config is None else critic_config.to_dict(),
+        "attack": settings.to_dict() if hasattr(settings, "to_dict") else dict(settings),
+        "target": target_description(target),
+        "training": dict(training),
+    }
+    tensors = {f"attacker/{k}": v for k, v in attacker.state_dict().items()}
+    tensors.update(extra_tensors or {})
+    return save_checkpoint(folder, tensors, config)
+
+
+def target_description(model: SegmentationModel) -> dict[str, Any]:
+    """What identifies f_seg: name, weights hash, spacing and labels."""
+    return {
+        "name": model.name,
+        "weights_sha256": model.config.get("weights_sha256"),
+        "pixel_spacing_mm": list(model.spec.pixel_spacing),
+        "labels": model.spec.label_map.names,
+    }
+
+
+def load_attacker_state(
+    folder: str | os.PathLike[str], expect: AttackerConfig | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Config and all tensors of an attacker checkpoint (for resuming)."""
+    config, tensors = load_checkpoint(folder, kind=ATTACKER_KIND)
+    try:
+        architecture = AttackerConfig.from_dict(config["attacker"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder}: malformed attacker config ({error}).") from error
+    if expect is not None and architecture != expect:
+        raise CheckpointError(
+            f"{folder}: attacker {architecture} differs from the requested {expect}; "
+            "train into a new folder or use the same settings."
+        )
+    return config, tensors
+
+
+@dataclass
+class LoadedAttacker:
+    """An attacker ready to generate, with its checkpoint config."""
+
+    attacker: Attacker
+    config: dict[str, Any]
+    name: str
+
+    @property
+    def xi(self) -> float:
+        """The xi it was trained with."""
+        return float(self.config["attack"]["xi"])
+
+    @property
+    def mode(self) -> str:
+        """``"dv"``, ``"d"`` or ``"v"``."""
+        return self.attacker.config.mode
+
+    def target_mismatch(self, model: SegmentationModel) -> str | None:
+        """A warning if ``model`` is not the f_seg this attacker was trained against."""
+        trained = self.config.get("target", {})
+        expected = trained.get("weights_sha256")
+        actual = model.config.get("weights_sha256")
+        if expected and actual and expected != actual:
+            return (
+                f"Attacker {self.name} was trained against {trained.get('name')!r}, not "
+                f"{model.name!r}: it still runs (a transfer attack), but expect less damage."
+            )
+        if trained.get("labels") and trained["labels"] != model.spec.label_map.names:
+            return f"Attacker {self.name} was trained for labels {trained['labels']}."
+        return None
+
+
+def load_attacker(folder: str | os.PathLike[str]) -> LoadedAttacker:
+    """Load an attacker checkpoint folder for generation (eval mode, no gradients)."""
+    config, tensors = load_attacker_state(folder)
+    attacker = Attacker(AttackerConfig.from_dict(config["attacker"]))
+    weights = {k[len("attacker/") :]: v for k, v in tensors.items() if k.startswith("attacker/")}
+    try:
+        attacker.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{folder}: attacker weights do not fit its config ({str(error).splitlines()[0]})."
+        ) from error
+    attacker.eval()
+    for parameter in attacker.parameters():
+        parameter.requires_grad_(False)
+    return LoadedAttacker(attacker, config, Path(folder).name)
+
+
+def export_attacker(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
+    """Copy an attacker checkpoint without its critic and optimizer states (to ship it)."""
+    config, tensors = load_checkpoint(source, kind=ATTACKER_KIND)
+    config = {k: v for k, v in config.items() if k not in ("format", "format_version")}
+    config["training"] = {k: v for k, v in config["training"].items() if k != "resume"}
+    weights = {k: v for k, v in tensors.items() if k.startswith("attacker/")}
+    return save_checkpoint(destination, weights, config)

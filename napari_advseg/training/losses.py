@@ -1,0 +1,100 @@
+"""The losses of Chen et al. 2019, eq. 2 to 6, and the KL term we add.
+
+How each term is averaged (the paper gives sums without saying):
+
+- eq. 2: ``lambda_D * mean over pixels of (D_x^2 + D_y^2)`` and ``lambda_V * mean of V^2``, then
+  the mean over the batch; pixels, not sums, so the weights mean the same at any image size.
+- eq. 5: the masked cross-entropy of each image is ``sum(M * CE) / sum(M)``: the mean
+  cross-entropy per organ pixel, so xi is in nats per organ pixel whatever the organ's size.
+- eq. 4: ``(xi - f_xent^M)^2`` per image, then the mean over the batch.
+- eq. 3: WGAN losses as differences of the critic's batch means.
+- KL(q(z | I0) || N(0, I)): summed over latent dimensions, mean over the batch, for both latents.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..nets.attacker import Posterior
+from ..nets.warp import warp
+
+REFERENCES = ("warped", "original")
+"""Reference of eq. 4: S0 warped by D (anatomy-consistent, default) or S0 itself (literal)."""
+
+
+def segmentation_reference(
+    s0: torch.Tensor, displacement: torch.Tensor, reference: str = "warped"
+) -> torch.Tensor:
+    """The segmentation that I_DV should have if f_seg were right.
+
+    ``"original"``: S0, the paper's literal eq. 4. ``"warped"``: S0 moved with the anatomy by D
+    (a soft, bilinear warp of the class probabilities), since a deformation moves the organs.
+    """
+    if reference == "original":
+        return s0
+    if reference != "warped":
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    return warp(s0, displacement)
+
+
+def masked_cross_entropy(reference: torch.Tensor, logits_dv: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 per image: cross-entropy of S_DV against ``reference``, weighted by the organ mask.
+
+    Parameters
+    ----------
+    reference
+        (B, C + 1, H, W) class probabilities (S0 or S0 warped); channel 0 is background.
+    logits_dv
+        (B, C + 1, H, W) logits of f_seg on I_DV.
+
+    Returns
+    -------
+    torch.Tensor
+        (B,) mean cross-entropy per organ pixel, M = sum of the organ channels of ``reference``.
+    """
+    mask = reference[:, 1:].sum(dim=1)
+    cross_entropy = -(reference * torch.log_softmax(logits_dv, dim=1)).sum(dim=1)
+    return (mask * cross_entropy).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1e-6)
+
+
+def xi_loss(masked_xent: torch.Tensor, xi: float) -> torch.Tensor:
+    """Eq. 4: ``(xi - f_xent^M)^2``, mean over the batch."""
+    return ((xi - masked_xent) ** 2).mean()
+
+
+def displacement_penalty(displacement: torch.Tensor, weight: float) -> torch.Tensor:
+    """Eq. 2, L(D): ``lambda_D`` times the mean squared displacement length (pixels^2)."""
+    return weight * displacement.pow(2).sum(dim=1).mean()
+
+
+def intensity_penalty(intensity: torch.Tensor, weight: float) -> torch.Tensor:
+    """Eq. 2, L(V): ``lambda_V`` times the mean squared intensity change."""
+    return weight * intensity.pow(2).mean()
+
+
+def generator_adversarial_loss(score_real: torch.Tensor, score_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. 3, L_adv^gen = f_disc(I0) - f_disc(I_DV)."""
+    return score_real.mean() - score_fake.mean()
+
+
+def critic_loss(score_real: torch.Tensor, score_fake: torch.Tensor) -> torch.Tensor:
+    """Eq. 3, L_adv^disc = f_disc(I_DV) - f_disc(I0); its negative estimates the W-distance."""
+    return score_fake.mean() - score_real.mean()
+
+
+def gradient_penalty(
+    critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """WGAN-GP: ``(||grad f_disc(x)|| - 1)^2`` on random interpolates of real and fake."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+def kl_divergence(posterior: Posterior) -> torch.Tensor:
+    """KL(q(z_D|I0) || N(0, I)) + KL(q(z_V|I0) || N(0, I)), summed over dims, batch mean."""
+    total = 0.0
+    for mu, logvar in ((posterior.mu_d, posterior.logvar_d), (posterior.mu_v, posterior.logvar_v)):
+        total = total + 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+    return total.mean()

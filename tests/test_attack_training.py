@@ -1,0 +1,136 @@
+"""Attacker training against a small trained f_seg on a tiny phantom."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_advseg.errors import InvalidInputError
+from napari_advseg.inference import to_model_grid
+from napari_advseg.nets.attacker import Attacker, AttackerConfig
+from napari_advseg.training import losses
+from napari_advseg.training.attack_trainer import (
+    AttackTrainer,
+    AttackTrainingConfig,
+    segment_logits,
+)
+from napari_advseg.training.attacker_io import load_attacker
+from napari_advseg.training.events import AttackProgress, StepCompleted, TrainingFinished
+
+SMALL = AttackerConfig(latent_dim_d=4, latent_dim_v=4, base_channels=8, depth=3, output_stride=2)
+
+
+def quick(**overrides):
+    settings = dict(
+        steps=4,
+        batch_size=4,
+        crop_size=64,
+        critic_steps=2,
+        monitor_every=2,
+        checkpoint_every=2,
+        device="cpu",
+    )
+    settings.update(overrides)
+    return AttackTrainingConfig(**settings)
+
+
+def test_events_keep_f_seg_frozen_and_checkpoint(seg_model, cohort, tmp_path):
+    before = {k: v.clone() for k, v in seg_model.network.state_dict().items()}
+    trainer = AttackTrainer(tmp_path / "att", seg_model, [cohort.subject(0)], SMALL, config=quick())
+    events = list(trainer.run())
+    steps = [e for e in events if isinstance(e, StepCompleted)]
+    assert [e.step for e in steps] == [1, 2, 3, 4]
+    assert {
+        "adversarial",
+        "xi",
+        "displacement",
+        "intensity",
+        "kl",
+        "critic",
+        "wasserstein",
+        "masked_xent",
+        "total",
+    } <= set(steps[0].losses)
+    progress = [e for e in events if isinstance(e, AttackProgress)]
+    assert [e.step for e in progress] == [2, 4] and all(e.p >= 0 for e in progress)
+    assert isinstance(events[-1], TrainingFinished)
+    for key, value in seg_model.network.state_dict().items():
+        assert torch.equal(value, before[key]), key  # weights and batch-norm statistics
+    assert not any(p.requires_grad for p in seg_model.network.parameters())
+    loaded = load_attacker(tmp_path / "att")
+    assert loaded.config["training"]["step"] == 4
+    assert loaded.config["target"]["weights_sha256"] == seg_model.config["weights_sha256"]
+    assert loaded.config["attack"]["xi"] == 2.0
+
+
+def test_stop_and_resume(seg_model, cohort, tmp_path):
+    out = tmp_path / "att"
+    trainer = AttackTrainer(out, seg_model, [cohort.subject(0)], SMALL, config=quick(steps=50))
+    for event in trainer.run():
+        if isinstance(event, StepCompleted) and event.step == 2:
+            threading.Thread(target=trainer.stop).start()
+            threading.Event().wait(0.05)
+        final = event
+    assert final.stopped and final.step <= 3
+    resumed = AttackTrainer(
+        out, seg_model, [cohort.subject(0)], SMALL, config=quick(steps=5), resume=True
+    )
+    steps = [e.step for e in resumed.run() if isinstance(e, StepCompleted)]
+    assert steps[0] == final.step + 1 and steps[-1] == 5
+
+
+def test_no_organ_to_attack(seg_model, cohort, tmp_path):
+    empty = cohort.subject(0)
+    y, x = np.indices(empty.image.shape[1:])
+    body = ((y - 32) / 26) ** 2 + ((x - 32) / 30) ** 2 < 1
+    empty.image[:] = np.where(body, -100.0, -1000.0)  # a body of fat, no organ
+    with pytest.raises(InvalidInputError, match="nothing to attack"):
+        list(AttackTrainer(tmp_path / "a", seg_model, [empty], SMALL, config=quick()).run())
+
+
+def _field_size_after(seg_model, images, xi, steps=60):
+    torch.manual_seed(0)
+    attacker = Attacker(SMALL)
+    for decoder in (attacker.decoder_d, attacker.decoder_v):
+        torch.nn.init.normal_(decoder.head.weight, std=0.3)
+    optimizer = torch.optim.Adam(attacker.parameters(), lr=5e-3)
+    with torch.no_grad():
+        s0 = torch.softmax(segment_logits(seg_model, images), dim=1)
+    for _ in range(steps):
+        output, _ = attacker(images, torch.Generator().manual_seed(0))
+        reference = losses.segmentation_reference(s0, output.displacement)
+        xent = losses.masked_cross_entropy(reference, segment_logits(seg_model, output.image))
+        loss = (
+            losses.xi_loss(xent, xi)
+            + losses.displacement_penalty(output.displacement, 0.1)
+            + losses.intensity_penalty(output.intensity, 0.01)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        output, _ = attacker(images, torch.Generator().manual_seed(0))
+    return float(output.displacement.abs().mean()), float(output.intensity.abs().mean())
+
+
+def test_xi_zero_drives_d_and_v_to_zero_and_a_large_xi_does_not(seg_model, cohort):
+    images = to_model_grid(cohort.subject(1), seg_model.spec).images[4:8]
+    start = _field_size_after(seg_model, images, 0.0, steps=0)
+    zero = _field_size_after(seg_model, images, 0.0)
+    large = _field_size_after(seg_model, images, 4.0)
+    assert zero[0] < 0.5 * start[0] and zero[1] < 0.5 * start[1], (start, zero)
+    assert large[0] > 2 * zero[0] or large[1] > 2 * zero[1], (zero, large)
+
+
+@pytest.mark.slow
+def test_short_run_lowers_dice(seg_model, cohort, tmp_path):
+    """A broken loss or a broken gradient path leaves the Dice where it was."""
+    config = quick(
+        steps=60, xi=3.0, learning_rate=1e-3, critic_steps=1, monitor_every=60, batch_size=8
+    )
+    trainer = AttackTrainer(
+        tmp_path / "att", seg_model, [cohort.subject(i) for i in range(4)], SMALL, config=config
+    )
+    progress = [e for e in trainer.run() if isinstance(e, AttackProgress)]
+    assert progress[-1].mean_drop > 20.0, progress[-1]

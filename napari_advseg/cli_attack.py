@@ -99,6 +99,11 @@ def _add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) 
         default="warped",
         help="eq. 4 against S0 warped by D (default) or S0 itself (literal)",
     )
+    group.add_argument(
+        "--per-organ",
+        action="store_true",
+        help="one xi target per organ instead of one for all organs (our option)",
+    )
     group.add_argument("--lr", type=float, default=1e-4, help="RMSProp learning rate")
     group.add_argument("--critic-steps", type=int, default=5)
     group.add_argument(
@@ -122,6 +127,7 @@ def _training_settings(args: argparse.Namespace, xi: float) -> Any:
         lambda_d=args.lambda_d,
         lambda_v=args.lambda_v,
         kl_weight=args.kl_weight,
+        per_organ=args.per_organ,
         learning_rate=args.lr,
         critic_steps=args.critic_steps,
         gradient_penalty=args.gradient_penalty,

@@ -179,3 +179,16 @@ def test_attacker_checkpoint_round_trip(tmp_path, tiny_unet):
         from napari_advseg.segmentation import save_unet
 
         load_attacker(save_unet(tmp_path / "unet", network, spec))
+
+
+def test_per_organ_target_by_hand():
+    # Three classes; pixel a is organ 1, pixel b organ 2 (one-hot references).
+    reference = torch.tensor([[[[0.0, 0.0]], [[1.0, 0.0]], [[0.0, 1.0]]]])  # (1, 3, 1, 2)
+    logits = torch.zeros(1, 3, 1, 2)  # uniform: CE = log 3 everywhere
+    per_organ, present = losses.organ_cross_entropy(reference, logits, min_pixels=1.0)
+    assert torch.allclose(per_organ, torch.full((1, 2), math.log(3.0)))
+    assert present.tolist() == [[True, True]]
+    loss = losses.organ_xi_loss(per_organ, present, 2.0)
+    assert float(loss) == pytest.approx((2.0 - math.log(3.0)) ** 2)
+    _, absent = losses.organ_cross_entropy(reference, logits, min_pixels=2.0)
+    assert float(losses.organ_xi_loss(per_organ, absent, 2.0)) == 0.0

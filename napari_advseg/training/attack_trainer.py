@@ -57,6 +57,9 @@ class AttackTrainingConfig:
         Weights of eq. 2 (paper: 0.1 and 0.01).
     kl_weight
         Weight of KL(q(z|I0) || N(0, I)); 0 is the paper-exact eq. 6.
+    per_organ
+        Our option: eq. 4 with one target per organ (:func:`losses.organ_xi_loss`) instead of
+        one for the mask of all organs (the paper, default).
     learning_rate, rmsprop_alpha, rmsprop_eps
         RMSProp for generator and critic (paper: 1e-4, decay 0.9, eps 1e-10).
     critic_steps
@@ -76,6 +79,7 @@ class AttackTrainingConfig:
     lambda_d: float = 0.1
     lambda_v: float = 0.01
     kl_weight: float = 0.01
+    per_organ: bool = False
     learning_rate: float = 1e-4
     rmsprop_alpha: float = 0.9
     rmsprop_eps: float = 1e-10
@@ -357,12 +361,19 @@ class AttackTrainer:
             s0 = torch.softmax(segment_logits(seg, real), dim=1)
         output, posterior = attacker(real, generator)
         reference = losses.segmentation_reference(s0, output.displacement, cfg.reference)
-        xent = losses.masked_cross_entropy(reference, segment_logits(seg, output.image))
+        logits_dv = segment_logits(seg, output.image)
+        xent = losses.masked_cross_entropy(reference, logits_dv)
+        if cfg.per_organ:
+            xi_term = losses.organ_xi_loss(
+                *losses.organ_cross_entropy(reference, logits_dv), cfg.xi
+            )
+        else:
+            xi_term = losses.xi_loss(xent, cfg.xi)
         for parameter in critic.parameters():
             parameter.requires_grad_(False)
         terms = {
             "adversarial": losses.generator_adversarial_loss(critic(real), critic(output.image)),
-            "xi": losses.xi_loss(xent, cfg.xi),
+            "xi": xi_term,
             "displacement": losses.displacement_penalty(output.displacement, cfg.lambda_d),
             "intensity": losses.intensity_penalty(output.intensity, cfg.lambda_v),
             "kl": cfg.kl_weight * losses.kl_divergence(posterior),

@@ -56,6 +56,14 @@ class SourceGrid:
         )
         return np.ascontiguousarray(orientations.apply_orientation(data.transpose(2, 1, 0), back))
 
+    def canonical_shape(self) -> tuple[int, int, int]:
+        """Shape of the file's array in canonical (z, y, x) order."""
+        order = self._to_canonical()[:, 0].astype(int)
+        xyz = [0, 0, 0]
+        for axis, size in zip(order, self.shape, strict=True):
+            xyz[axis] = size
+        return (xyz[2], xyz[1], xyz[0])
+
     def canonical_spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along canonical (z, y, x)."""
         zooms = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))

@@ -9,7 +9,6 @@ optimizers' states for ``resume``.
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,6 +30,7 @@ from ..nets.critic import Critic, CriticConfig
 from ..segmentation import SegmentationModel
 from . import losses
 from .attacker_io import ATTACKER_KIND, load_attacker_state, save_attacker
+from .base import StoppableTrainer, environment_facts
 from .checkpoint import optimizer_tensors, restore_optimizer
 from .device import select_device
 from .events import (
@@ -207,7 +207,7 @@ def dice_drop(
     return result
 
 
-class AttackTrainer:
+class AttackTrainer(StoppableTrainer):
     """Trains an :class:`Attacker` against a frozen segmentation model; see the module docstring.
 
     Parameters
@@ -254,11 +254,6 @@ class AttackTrainer:
             )
         self.resume = resume
         self.provenance = dict(provenance or {})
-        self._stop_requested = False
-
-    def stop(self) -> None:
-        """Ask training to end after the current step (safe to call from another thread)."""
-        self._stop_requested = True
 
     def run(self) -> Iterator[TrainingEvent]:
         """Train, yielding events; the last one is always :class:`TrainingFinished`."""
@@ -288,7 +283,7 @@ class AttackTrainer:
         seg_before = {k: v.detach().clone() for k, v in seg.network.state_dict().items()}
         stopped = False
         while state["step"] < cfg.steps:
-            if self._stop_requested:
+            if self.stop_requested:
                 stopped = True
                 break
             tick = time.perf_counter()
@@ -422,10 +417,7 @@ class AttackTrainer:
             **self.provenance,
             "settings": self.config.to_dict(),
             "step": state["step"],
-            "device": device,
-            "seconds": round(state["seconds"], 1),
-            "torch": torch.__version__,
-            "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **environment_facts(device, state["seconds"]),
             "resume": {"optimizer_g": meta_g, "optimizer_c": meta_c},
         }
         return save_attacker(

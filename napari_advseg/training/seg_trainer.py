@@ -7,7 +7,6 @@ best checkpoint by validation Dice; ``<out>/last`` holds the latest state for re
 
 from __future__ import annotations
 
-import datetime
 import math
 import os
 import time
@@ -30,6 +29,7 @@ from ..labels import DEFAULT_LABEL_MAP, LabelMap
 from ..nets.unet import UNet, UNetConfig
 from ..segmentation import ModelSpec, SegmentationModel, load_unet, save_unet
 from .augment import augment_batch
+from .base import StoppableTrainer, environment_facts
 from .checkpoint import optimizer_tensors, restore_optimizer
 from .device import select_device
 from .events import (
@@ -164,7 +164,7 @@ def evaluate_dice(model: SegmentationModel, volumes: Sequence[Volume]) -> dict[s
     return mean_dice(rows, model.spec.label_map.names)
 
 
-class SegTrainer:
+class SegTrainer(StoppableTrainer):
     """Trains a U-Net on labelled volumes; see the module docstring.
 
     Parameters
@@ -215,11 +215,6 @@ class SegTrainer:
         self.train_weights = train_weights
         self.resume = resume
         self.provenance = dict(provenance or {})
-        self._stop_requested = False
-
-    def stop(self) -> None:
-        """Ask training to end after the current step (safe to call from another thread)."""
-        self._stop_requested = True
 
     def run(self) -> Iterator[TrainingEvent]:
         """Train, yielding events; the last one is always :class:`TrainingFinished`."""
@@ -246,7 +241,7 @@ class SegTrainer:
         started = time.perf_counter() - state["seconds"]
         stopped = False
         while state["step"] < total_steps:
-            if self._stop_requested:
+            if self.stop_requested:
                 stopped = True
                 break
             network.train()
@@ -320,10 +315,7 @@ class SegTrainer:
             "validation_dice": state["best_dice"],
             "train_subjects": [volume.name for volume in self.train_volumes],
             "val_subjects": [volume.name for volume in self.val_volumes],
-            "device": str(device),
-            "seconds": round(state["seconds"], 1),
-            "torch": torch.__version__,
-            "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **environment_facts(device, state["seconds"]),
         }
 
     def _save_last(

@@ -1,0 +1,56 @@
+"""The shipped attackers, as a user gets them."""
+
+import pytest
+import torch
+
+from napari_advseg._resources import models_dir
+from napari_advseg.attack import attack_volume
+from napari_advseg.data.samples import load_real_case
+from napari_advseg.evaluation.attacks import LearnedAttack
+from napari_advseg.segmentation import load_segmentation_model
+from napari_advseg.training.attacker_io import load_attacker
+
+SHIPPED = {
+    "attacker_dv_xi1": ("dv", 1.0),
+    "attacker_dv_xi2": ("dv", 2.0),
+    "attacker_dv_xi3": ("dv", 3.0),
+    "attacker_d_xi2": ("d", 2.0),
+    "attacker_v_xi2": ("v", 2.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_attacker_matches_its_card_and_target(name):
+    folder = models_dir() / name
+    loaded = load_attacker(folder)
+    assert (loaded.mode, loaded.xi) == SHIPPED[name]
+    assert loaded.target_mismatch(load_segmentation_model()) is None
+    assert not any(key.startswith(("critic/", "optimizer")) for key in loaded.attacker.state_dict())
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert loaded.config["training"]["command"] in card
+
+
+def test_shipped_attack_on_the_real_case():
+    seg = load_segmentation_model()
+    volume = load_real_case()
+    results = {}
+    for name in ("attacker_dv_xi2", "attacker_d_xi2", "attacker_v_xi2"):
+        result = attack_volume(seg, LearnedAttack(load_attacker(models_dir() / name)), volume)
+        assert result.attacked_hu.shape == volume.image.shape
+        assert result.displacement_mm.shape == (2, *volume.image.shape)
+        results[name] = result
+    assert float(abs(results["attacker_d_xi2"].intensity_hu).max()) == 0.0
+    assert float(abs(results["attacker_v_xi2"].displacement_mm).max()) == 0.0
+    assert results["attacker_dv_xi2"].p > 0.0
+    changed = (results["attacker_dv_xi2"].s_dv != results["attacker_dv_xi2"].s0).mean()
+    assert changed > 0.001  # the attack moves some of f_seg's labels on real CT
+
+
+def test_posterior_samples_differ():
+    loaded = load_attacker(models_dir() / "attacker_dv_xi2")
+    images = torch.randn(2, 1, 64, 64)
+    first = LearnedAttack(loaded, "posterior", seed=1)(images)
+    again = LearnedAttack(loaded, "posterior", seed=1)(images)
+    other = LearnedAttack(loaded, "posterior", seed=2)(images)
+    assert torch.equal(first[0], again[0])
+    assert not torch.equal(first[0], other[0]) or not torch.equal(first[1], other[1])

@@ -1,0 +1,318 @@
+"""Explorer dock widget: one slider per latent dimension, attacked slices as synchronized layers.
+
+Thin by design: :class:`napari_advseg.explorer.ExplorerSession` computes; this widget turns
+clicks into session calls and results into layers, on the main thread. Slider moves are
+coalesced by a short single-shot timer, so a drag stays smooth.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_warning
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._resources import models_dir
+from ..data.volume import Volume
+from ..errors import AdvsegError
+from ..explorer import ExplorerSession, SliceAttack
+from ..segmentation import load_segmentation_model
+from ..training.attacker_io import load_attacker
+from .layer_data import GRID_KEY, label_colormap
+
+if TYPE_CHECKING:
+    import napari
+
+SLIDER_STEPS = 100
+"""Slider ticks per prior standard deviation; the range is +-3 standard deviations."""
+
+
+class ExplorerWidget(QWidget):
+    """Pick a CT layer and an attacker, then move through the attacker's latent space."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.session: ExplorerSession | None = None
+        self.source: Image | None = None
+        self.layers: dict[str, Image | Labels] = {}
+        self.sliders: list[QSlider] = []
+        self.image_box = QComboBox()
+        self.labels_box = QComboBox()
+        self.attacker_box = QComboBox()
+        self.attacker_box.addItems(sorted(p.name for p in models_dir().glob("attacker_*")))
+        index = self.attacker_box.findText("attacker_dv_xi2")
+        self.attacker_box.setCurrentIndex(max(index, 0))
+        self.start_button = QPushButton("Start exploring")
+        self.sample_button = QPushButton("Sample")
+        self.reset_button = QPushButton("Posterior mean")
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.0, 3.0)
+        self.temperature.setSingleStep(0.1)
+        self.temperature.setValue(1.0)
+        self.use_d = QCheckBox("D (deformation)")
+        self.use_v = QCheckBox("V (intensity)")
+        for box in (self.use_d, self.use_v):
+            box.setChecked(True)
+            box.toggled.connect(self.schedule_update)
+        self.slider_form = QFormLayout()
+        self.metrics = QLabel("Start to see Dice per organ and p.")
+        self.metrics.setTextFormat(Qt.TextFormat.RichText)
+        self.timer = QTimer(self)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(15)
+        self.timer.timeout.connect(self.update_slice)
+        self._seed = 0
+
+        form = QFormLayout()
+        form.addRow("CT image", self.image_box)
+        form.addRow("Labels (optional)", self.labels_box)
+        form.addRow("Attacker", self.attacker_box)
+        buttons = QHBoxLayout()
+        for widget in (self.sample_button, self.reset_button):
+            buttons.addWidget(widget)
+        toggles = QHBoxLayout()
+        toggles.addWidget(self.use_d)
+        toggles.addWidget(self.use_v)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.start_button)
+        layout.addLayout(toggles)
+        layout.addLayout(buttons)
+        temperature = QFormLayout()
+        temperature.addRow("Temperature", self.temperature)
+        layout.addLayout(temperature)
+        layout.addLayout(self.slider_form)
+        layout.addWidget(self.metrics)
+        layout.addStretch()
+
+        self.start_button.clicked.connect(self.start)
+        self.sample_button.clicked.connect(self.sample)
+        self.reset_button.clicked.connect(self.reset)
+        viewer.layers.events.inserted.connect(self.refresh_choices)
+        viewer.layers.events.removed.connect(self.refresh_choices)
+        viewer.dims.events.current_step.connect(self.schedule_update)
+        self.refresh_choices()
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        for widget in (self.sample_button, self.reset_button, self.use_d, self.use_v):
+            widget.setEnabled(running)
+
+    def refresh_choices(self, *_: object) -> None:
+        """List the viewer's 3D image and labels layers (our own outputs excluded)."""
+        ours = {id(layer) for layer in self.layers.values()}
+        theirs = [layer for layer in self.viewer.layers if id(layer) not in ours]
+        images = [layer.name for layer in theirs if isinstance(layer, Image)]
+        labels = [layer.name for layer in theirs if isinstance(layer, Labels)]
+        for box, names, optional in (
+            (self.image_box, images, False),
+            (self.labels_box, labels, True),
+        ):
+            current = box.currentText()
+            box.clear()
+            box.addItems(([""] if optional else []) + names)
+            if current in names:
+                box.setCurrentText(current)
+
+    def start(self) -> None:
+        """Build the session from the chosen layers and attacker, then show the attack."""
+        try:
+            self.session = self._make_session()
+        except AdvsegError as error:
+            show_error(str(error))
+            return
+        warning = self.session.loaded.target_mismatch(self.session.seg_model)
+        if warning:
+            show_warning(warning)
+        self._build_sliders()
+        self._make_layers()
+        self._set_running(True)
+        self.reset()
+
+    def _make_session(self) -> ExplorerSession:
+        if not self.image_box.currentText():
+            raise AdvsegError("Open a CT volume first (File > Open, or File > Open Sample).")
+        source = self.viewer.layers[self.image_box.currentText()]
+        if source.rgb or source.ndim != 3:
+            raise AdvsegError(
+                f"Layer {source.name!r} is not a 3D grey-level CT volume; choose a 3D image layer."
+            )
+        labels = None
+        if self.labels_box.currentText():
+            labels_layer = self.viewer.layers[self.labels_box.currentText()]
+            labels = np.asarray(labels_layer.data)
+            if labels.shape != source.data.shape:
+                raise AdvsegError(
+                    f"Labels {labels_layer.name!r} {labels.shape} do not match image "
+                    f"{source.name!r} {source.data.shape}; choose matching layers or none."
+                )
+        spacing = tuple(float(s) for s in source.scale[-3:])
+        volume = Volume(np.asarray(source.data), spacing, labels, name=source.name)
+        self.source = source
+        attacker = load_attacker(models_dir() / self.attacker_box.currentText())
+        return ExplorerSession(load_segmentation_model(), attacker, volume)
+
+    def _build_sliders(self) -> None:
+        while self.slider_form.rowCount():
+            self.slider_form.removeRow(0)
+        self.sliders = []
+        dims_d, dims_v = self.session.latent_dims
+        for name, count in (("z_D", dims_d), ("z_V", dims_v)):
+            for i in range(count):
+                slider = QSlider(Qt.Orientation.Horizontal)
+                slider.setRange(-3 * SLIDER_STEPS, 3 * SLIDER_STEPS)
+                slider.setToolTip(f"{name}[{i}], in prior standard deviations (-3 to 3)")
+                slider.valueChanged.connect(self.schedule_update)
+                self.slider_form.addRow(f"{name}[{i}]", slider)
+                self.sliders.append(slider)
+
+    def _make_layers(self) -> None:
+        volume = self.session.volume
+        source = self.source
+        shape = volume.image.shape
+        # The source's file grid travels with the outputs, so File > Save lands on it.
+        grid = source.metadata.get(GRID_KEY)
+        common = {
+            "scale": source.scale,
+            "translate": source.translate,
+            "metadata": {GRID_KEY: grid} if grid is not None else {},
+        }
+        colormap = label_colormap(volume.label_map)
+        name = source.name
+        specs = {
+            "I_DV": lambda: Image(
+                np.array(volume.image),
+                name=f"{name} I_DV",
+                colormap="gray",
+                contrast_limits=source.contrast_limits,
+                **common,
+            ),
+            "V": lambda: Image(
+                np.zeros(shape, np.float32),
+                name=f"{name} V",
+                colormap="bwr",
+                contrast_limits=(-100.0, 100.0),
+                **common,
+            ),
+            "|D|": lambda: Image(
+                np.zeros(shape, np.float32),
+                name=f"{name} |D| (mm)",
+                colormap="magma",
+                contrast_limits=(0.0, 5.0),
+                visible=False,
+                **common,
+            ),
+            "S0": lambda: Labels(
+                np.zeros(shape, np.uint8), name=f"{name} S0", colormap=colormap, **common
+            ),
+            "S_DV": lambda: Labels(
+                np.zeros(shape, np.uint8), name=f"{name} S_DV", colormap=colormap, **common
+            ),
+            "changed": lambda: Labels(
+                np.zeros(shape, np.uint8), name=f"{name} S0 != S_DV", visible=False, **common
+            ),
+        }
+        for key, make in specs.items():
+            layer = self.layers.get(key)
+            if layer is None or layer not in self.viewer.layers or layer.data.shape != shape:
+                self.layers[key] = self.viewer.add_layer(make())
+        self.layers["I_DV"].contrast_limits = source.contrast_limits
+        self.refresh_choices()
+
+    def _latents(self) -> tuple[np.ndarray, np.ndarray]:
+        values = np.array([s.value() / SLIDER_STEPS for s in self.sliders], np.float32)
+        dims_d, _ = self.session.latent_dims
+        return values[:dims_d], values[dims_d:]
+
+    def _set_sliders(self, z_d: np.ndarray, z_v: np.ndarray) -> None:
+        for slider, value in zip(self.sliders, np.concatenate([z_d, z_v]), strict=True):
+            slider.blockSignals(True)
+            slider.setValue(int(np.clip(round(float(value) * SLIDER_STEPS), -300, 300)))
+            slider.blockSignals(False)
+        self.schedule_update()
+
+    def current_slice(self) -> int:
+        """The axial slice the viewer shows."""
+        return int(self.viewer.dims.current_step[0])
+
+    def reset(self) -> None:
+        """Put the sliders at the posterior mean of the current slice."""
+        if self.session is not None:
+            self._set_sliders(*self.session.posterior_mean(self.current_slice()))
+
+    def sample(self) -> None:
+        """Draw the sliders from the posterior of the current slice."""
+        if self.session is not None:
+            self._seed += 1
+            draw = self.session.sample(self.current_slice(), self._seed, self.temperature.value())
+            self._set_sliders(*draw)
+
+    def schedule_update(self, *_: object) -> None:
+        """Coalesce rapid changes (slider drags) into one update."""
+        if self.session is not None:
+            self.timer.start()
+
+    def update_slice(self) -> SliceAttack | None:
+        """Attack the current slice with the sliders' latents and update the layers in place."""
+        if self.session is None:
+            return None
+        index = self.current_slice()
+        if not 0 <= index < self.session.num_slices:
+            return None
+        result = self.session.attack_slice(
+            index, *self._latents(), use_d=self.use_d.isChecked(), use_v=self.use_v.isChecked()
+        )
+        updates = {
+            "I_DV": result.attacked_hu,
+            "V": result.intensity_hu,
+            "|D|": np.sqrt((result.displacement_mm**2).sum(axis=0)),
+            "S0": result.s0,
+            "S_DV": result.s_dv,
+            "changed": (result.s0 != result.s_dv).astype(np.uint8),
+        }
+        for key, plane in updates.items():
+            layer = self.layers[key]
+            layer.data[index] = plane
+            layer.refresh()
+        self.metrics.setText(metrics_html(result))
+        return result
+
+
+def metrics_html(result: SliceAttack) -> str:
+    """A small table: Dice of S0 and S_DV per organ, the decrease, success at 30 %, and p."""
+    metrics = result.metrics
+    decrease = metrics.decrease()
+    rows = []
+    for organ, before in metrics.dice_s0.items():
+        after = metrics.dice_dv_warped[organ]
+        drop = decrease[organ]
+        mark = "" if drop is None else (" ✔" if drop >= 30 else "")
+        rows.append(
+            f"<tr><td>{organ}</td><td>{_fmt(before)}</td><td>{_fmt(after)}</td>"
+            f"<td>{'-' if drop is None else f'{drop:.0f}%'}{mark}</td></tr>"
+        )
+    return (
+        f"<b>Slice {result.index}</b>, reference: {metrics.reference} (S_DV against the "
+        "reference moved by D)<table><tr><th>organ</th><th>S0</th><th>S_DV</th><th>drop</th></tr>"
+        + "".join(rows)
+        + f"</table>p = {metrics.p:.3f}"
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

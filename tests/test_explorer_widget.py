@@ -1,0 +1,89 @@
+"""The explorer dock widget, opened through the manifest, under Xvfb."""
+
+import numpy as np
+import pytest
+
+from napari_advseg._napari.explorer_widget import ExplorerWidget
+from napari_advseg._napari.layer_data import GRID_KEY
+
+
+@pytest.fixture
+def explorer(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-advseg", "real_ct")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-advseg", "Adversarial explorer")
+    assert isinstance(widget, ExplorerWidget)
+    widget.image_box.setCurrentText("abdomen_ct_ts")
+    widget.labels_box.setCurrentText("abdomen_ct_ts labels")
+    viewer.dims.set_current_step(0, 25)
+    return viewer, widget
+
+
+def test_sliders_update_aligned_layers(explorer, qtbot):
+    viewer, widget = explorer
+    widget.start()
+    assert len(widget.sliders) == 16
+    qtbot.waitUntil(lambda: widget.layers["S0"].data[25].any(), timeout=5000)
+    source = viewer.layers["abdomen_ct_ts"]
+    for layer in widget.layers.values():
+        assert layer.data.shape == source.data.shape
+        np.testing.assert_allclose(layer.scale, source.scale)
+        np.testing.assert_allclose(layer.translate, source.translate)
+    before = {k: np.array(layer.data[25]) for k, layer in widget.layers.items()}
+    widget.sliders[10].setValue(300)  # z_V[2] to +3 prior standard deviations
+    qtbot.waitUntil(
+        lambda: not np.array_equal(widget.layers["V"].data[25], before["V"]), timeout=5000
+    )
+    assert not np.array_equal(widget.layers["I_DV"].data[25], before["I_DV"])
+    assert "p = " in widget.metrics.text()
+    assert widget.layers["S_DV"].metadata[GRID_KEY] is source.metadata[GRID_KEY]
+
+
+def test_d_and_v_toggles_zero_the_other_field(explorer, qtbot):
+    _, widget = explorer
+    widget.start()
+    widget.use_v.setChecked(False)
+    result = widget.update_slice()
+    assert float(np.abs(result.intensity_hu).max()) == 0.0
+    assert float(np.abs(widget.layers["V"].data[25]).max()) == 0.0
+    widget.use_v.setChecked(True)
+    widget.use_d.setChecked(False)
+    result = widget.update_slice()
+    assert float(np.abs(result.displacement_mm).max()) == 0.0
+
+
+def test_bad_inputs_give_notifications(make_napari_viewer, qtbot, monkeypatch):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-advseg", "Adversarial explorer")
+    messages = []
+    monkeypatch.setattr("napari_advseg._napari.explorer_widget.show_error", messages.append)
+    widget.start()  # no image at all
+    viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="photo")
+    widget.refresh_choices()
+    widget.image_box.setCurrentText("photo")
+    widget.start()
+    viewer.add_image(np.zeros((4, 32, 32), np.float32), name="ct")
+    viewer.add_labels(np.zeros((4, 16, 16), np.uint8), name="other")
+    widget.image_box.setCurrentText("ct")
+    widget.labels_box.setCurrentText("other")
+    widget.start()
+    assert len(messages) == 3
+    assert "Open a CT" in messages[0] and "not a 3D grey-level" in messages[1]
+    assert "do not match" in messages[2]
+    assert widget.session is None
+
+
+def test_main_job_set_up(make_napari_viewer, qtbot):
+    from napari_advseg._napari.app import set_up
+
+    viewer = make_napari_viewer()
+    widget = set_up(viewer)
+    assert widget.session is not None
+    assert widget.layers["S_DV"].data[25].any() and widget.layers["S0"].data[25].any()
+    names = [layer.name for layer in viewer.layers]
+    assert {
+        "abdomen_ct_ts",
+        "abdomen_ct_ts labels",
+        "abdomen_ct_ts I_DV",
+        "abdomen_ct_ts S_DV",
+    } <= set(names)

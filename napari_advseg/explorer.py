@@ -78,6 +78,7 @@ class ExplorerSession:
         has_truth = volume.labels is not None and bool(volume.labels.any())
         self.truth = labels_to_model_grid(volume, seg_model.spec) if has_truth else None
         self._encodings: dict[int, Encoding] = {}
+        self._s0: dict[int, torch.Tensor] = {}
         stride = attacker.attacker.config.stride
         if self.slices.images.shape[-1] % stride or self.slices.images.shape[-2] % stride:
             raise InvalidInputError(
@@ -111,6 +112,15 @@ class ExplorerSession:
             self._encodings[index] = self.loaded.attacker.to(image.device).encode(image)
         return self._encodings[index]
 
+    @torch.no_grad()
+    def s0_probabilities(self, index: int) -> torch.Tensor:
+        """f_seg's probabilities on I0 for slice ``index`` (cached: latents do not change it)."""
+        self._check(index)
+        if index not in self._s0:
+            image = self.slices.images[index : index + 1].to(self.seg_model.device)
+            self._s0[index] = torch.softmax(self.seg_model(image).float(), dim=1)
+        return self._s0[index]
+
     def posterior_mean(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The posterior means of z_D and z_V for slice ``index``."""
         posterior = self.encoding(index).posterior
@@ -140,7 +150,7 @@ class ExplorerSession:
         displacement = output.displacement if use_d else torch.zeros_like(output.displacement)
         intensity = output.intensity if use_v else torch.zeros_like(output.intensity)
         attacked = warp(image, displacement) + intensity
-        p0 = torch.softmax(self.seg_model(image).float(), dim=1)
+        p0 = self.s0_probabilities(index)
         pdv = torch.softmax(self.seg_model(attacked).float(), dim=1)
         crop = self.slices.crop
         image_c, attacked_c, d_c, v_c = (

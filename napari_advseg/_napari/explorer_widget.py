@@ -77,6 +77,7 @@ class ExplorerWidget(QWidget):
         self.timer.setInterval(15)
         self.timer.timeout.connect(self.update_slice)
         self._seed = 0
+        self._shown_s0: int | None = None
 
         form = QFormLayout()
         form.addRow("CT image", self.image_box)
@@ -141,6 +142,7 @@ class ExplorerWidget(QWidget):
             show_warning(warning)
         self._build_sliders()
         self._make_layers()
+        self._shown_s0 = None
         self._set_running(True)
         self.reset()
 
@@ -287,8 +289,11 @@ class ExplorerWidget(QWidget):
         }
         for key, plane in updates.items():
             layer = self.layers[key]
+            if key == "S0" and self._shown_s0 == index:
+                continue  # S0 depends on the slice only, not on the latents
             layer.data[index] = plane
             layer.refresh()
+        self._shown_s0 = index
         self.metrics.setText(metrics_html(result))
         return result
 

@@ -15,7 +15,7 @@ import torch
 from .data.resample import resize_images
 from .data.volume import Volume
 from .errors import InvalidInputError
-from .evaluation.attack_eval import SUCCESS_DECREASE, warp_labels
+from .evaluation.attack_eval import attack_success, dice_decrease, warp_labels
 from .evaluation.metrics import dice_per_label
 from .inference import labels_to_model_grid, to_model_grid
 from .nets.attacker import Encoding
@@ -36,20 +36,11 @@ class SliceMetrics:
 
     def decrease(self, warped: bool = True) -> dict[str, float | None]:
         """Relative Dice decrease (%) per organ; ``None`` where S0's Dice is 0 or undefined."""
-        after = self.dice_dv_warped if warped else self.dice_dv
-        return {
-            organ: None
-            if not before or after[organ] is None
-            else 100.0 * (before - after[organ]) / before
-            for organ, before in self.dice_s0.items()
-        }
+        return dice_decrease(self.dice_s0, self.dice_dv_warped if warped else self.dice_dv)
 
     def success(self, warped: bool = True) -> dict[str, bool | None]:
         """Whether each organ's Dice fell by at least 30 %."""
-        return {
-            k: None if v is None else v >= SUCCESS_DECREASE
-            for k, v in self.decrease(warped).items()
-        }
+        return attack_success(self.decrease(warped))
 
 
 @dataclass

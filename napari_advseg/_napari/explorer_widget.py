@@ -302,11 +302,12 @@ def metrics_html(result: SliceAttack) -> str:
     """A small table: Dice of S0 and S_DV per organ, the decrease, success at 30 %, and p."""
     metrics = result.metrics
     decrease = metrics.decrease()
+    success = metrics.success()
     rows = []
     for organ, before in metrics.dice_s0.items():
         after = metrics.dice_dv_warped[organ]
         drop = decrease[organ]
-        mark = "" if drop is None else (" ✔" if drop >= 30 else "")
+        mark = " ✔" if success[organ] else ""
         rows.append(
             f"<tr><td>{organ}</td><td>{_fmt(before)}</td><td>{_fmt(after)}</td>"
             f"<td>{'-' if drop is None else f'{drop:.0f}%'}{mark}</td></tr>"

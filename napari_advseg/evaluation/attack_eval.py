@@ -83,6 +83,21 @@ def warp_labels(labels: torch.Tensor, displacement: torch.Tensor, num_classes: i
     return warp(one_hot, displacement).argmax(dim=1)
 
 
+def dice_decrease(
+    before: dict[str, float | None], after: dict[str, float | None]
+) -> dict[str, float | None]:
+    """Relative decrease (%) per organ; ``None`` where the Dice before is 0 or undefined."""
+    return {
+        organ: None if not value or after[organ] is None else 100.0 * (value - after[organ]) / value
+        for organ, value in before.items()
+    }
+
+
+def attack_success(decrease: dict[str, float | None]) -> dict[str, bool | None]:
+    """Whether each organ's Dice fell by at least :data:`SUCCESS_DECREASE` percent."""
+    return {organ: None if v is None else v >= SUCCESS_DECREASE for organ, v in decrease.items()}
+
+
 @dataclass
 class SubjectResult:
     """One subject: 3D Dice per organ and the attack's per-slice measures averaged."""
@@ -114,16 +129,7 @@ class AttackReport:
         dv = mean_dice([s.dice_dv for s in self.subjects], self.organs)
         dv_warped = mean_dice([s.dice_dv_warped for s in self.subjects], self.organs)
 
-        def decrease(after: dict[str, float | None]) -> dict[str, float | None]:
-            return {
-                o: None if not s0[o] or after[o] is None else 100.0 * (s0[o] - after[o]) / s0[o]
-                for o in self.organs
-            }
-
-        drop, drop_warped = decrease(dv), decrease(dv_warped)
-
-        def success(values: dict[str, float | None]) -> dict[str, bool | None]:
-            return {o: None if v is None else v >= SUCCESS_DECREASE for o, v in values.items()}
+        drop, drop_warped = dice_decrease(s0, dv), dice_decrease(s0, dv_warped)
 
         return {
             "method": self.method,
@@ -133,8 +139,8 @@ class AttackReport:
             "dice_warped": dv_warped,
             "decrease": drop,
             "decrease_warped": drop_warped,
-            "success": success(drop),
-            "success_warped": success(drop_warped),
+            "success": attack_success(drop),
+            "success_warped": attack_success(drop_warped),
             "p": float(np.mean([s.p for s in self.subjects])),
             "max_displacement": float(np.max([s.max_displacement for s in self.subjects])),
             "folding": float(np.mean([s.folding for s in self.subjects])),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +15,8 @@ from napari_advseg.nets.unet import UNet, UNetConfig
 from napari_advseg.training.seg_trainer import make_spec
 
 torch.set_num_threads(2)
+# napari's main-thread checks for plugins: viewer access from a worker thread is caught.
+os.environ["NAPARI_ENSURE_PLUGIN_MAIN_THREAD"] = "True"
 
 
 def blob_volume(shape=(4, 40, 48), spacing=(3.0, 3.0, 3.0), seed=0, name="blobs") -> Volume:

@@ -16,7 +16,6 @@ def main(path: str = "docs/app_explorer.png") -> None:
     widget = set_up(viewer)
     widget.sliders[10].setValue(200)
     widget.update_slice()
-    viewer.grid.enabled = False
     for name in ("abdomen_ct_ts", "abdomen_ct_ts V", "abdomen_ct_ts S0"):
         viewer.layers[name].visible = False
     viewer.reset_view()

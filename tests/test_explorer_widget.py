@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_advseg._napari.explorer_widget import ExplorerWidget
+from napari_advseg._napari.explorer_widget import ExplorerWidget, viewer_grid
 from napari_advseg._napari.layer_data import GRID_KEY
 
 
@@ -25,8 +25,9 @@ def test_sliders_update_aligned_layers(explorer, qtbot):
     assert len(widget.sliders) == 16
     qtbot.waitUntil(lambda: widget.layers["S0"].data[25].any(), timeout=5000)
     source = viewer.layers["abdomen_ct_ts"]
-    for layer in widget.layers.values():
-        assert layer.data.shape == source.data.shape
+    for key, layer in widget.layers.items():
+        if key != "D":  # the vectors layer holds arrows, not a volume
+            assert layer.data.shape == source.data.shape
         np.testing.assert_allclose(layer.scale, source.scale)
         np.testing.assert_allclose(layer.translate, source.translate)
     before = {k: np.array(layer.data[25]) for k, layer in widget.layers.items()}
@@ -87,3 +88,39 @@ def test_main_job_set_up(make_napari_viewer, qtbot):
         "abdomen_ct_ts I_DV",
         "abdomen_ct_ts S_DV",
     } <= set(names)
+
+
+def test_vectors_volume_grid_and_export(explorer, qtbot, tmp_path):
+    import nibabel as nib
+
+    from napari_advseg._resources import sample_data_dir
+
+    viewer, widget = explorer
+    widget.start()
+    widget.update_slice()
+    vectors = widget.layers["D"].data
+    assert vectors.ndim == 3 and vectors.shape[1:] == (2, 3) and len(vectors) > 20
+    assert set(vectors[:, 0, 0]) == {25.0}
+    widget.attack_volume()
+    filled = [int(widget.layers["S_DV"].data[z].any()) for z in range(widget.session.num_slices)]
+    assert sum(filled) > 30  # organs on most slices, all computed
+    assert viewer.dims.current_step[0] == 25
+    widget.grid_button.setChecked(True)
+    grid = viewer_grid(viewer)
+    assert grid.enabled and grid.stride == 2
+    assert [layer.name for layer in viewer.layers][-4:] == [
+        "abdomen_ct_ts",
+        "abdomen_ct_ts S0",
+        "abdomen_ct_ts I_DV",
+        "abdomen_ct_ts S_DV",
+    ]
+    widget.grid_button.setChecked(False)
+    assert not grid.enabled
+    widget.export_dir.setText(str(tmp_path))
+    paths = widget.export()
+    assert len(paths) == 5
+    source = nib.load(sample_data_dir() / "abdomen_ct_ts" / "ct.nii.gz")
+    for path in paths:
+        written = nib.load(path)
+        assert written.shape == source.shape
+        np.testing.assert_allclose(written.affine, source.affine)

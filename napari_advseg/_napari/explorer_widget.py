@@ -7,11 +7,12 @@ coalesced by a short single-shot timer, so a drag stays smooth.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_warning
+from napari.layers import Image, Labels, Vectors
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -20,6 +21,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSlider,
     QVBoxLayout,
@@ -27,6 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from .._resources import models_dir
+from ..data.nifti import write_nifti
 from ..data.volume import Volume
 from ..errors import AdvsegError
 from ..explorer import ExplorerSession, SliceAttack
@@ -36,6 +39,9 @@ from .layer_data import GRID_KEY, label_colormap
 
 if TYPE_CHECKING:
     import napari
+
+VECTOR_LENGTH = 3.0
+"""Arrows of D are drawn this many times longer than the displacement (it is often < 1 px)."""
 
 SLIDER_STEPS = 100
 """Slider ticks per prior standard deviation; the range is +-3 standard deviations."""
@@ -77,6 +83,17 @@ class ExplorerWidget(QWidget):
         self.timer.setInterval(15)
         self.timer.timeout.connect(self.update_slice)
         self._seed = 0
+        self.volume_button = QPushButton("All slices")
+        self.volume_button.setToolTip("Attack every slice with the current latents")
+        self.grid_button = QPushButton("Side by side")
+        self.grid_button.setCheckable(True)
+        self.grid_button.setToolTip("I0 over S0 | I_DV over S_DV")
+        self.export_button = QPushButton("Export")
+        self.export_button.setToolTip("Write I_DV, D, V, S0 and S_DV as NIfTI on the scan's grid")
+        self.export_dir = QLineEdit(str(Path.home() / "advseg_export"))
+        self.volume_button.clicked.connect(self.attack_volume)
+        self.grid_button.toggled.connect(self.side_by_side)
+        self.export_button.clicked.connect(self.export)
         self._shown_s0: int | None = None
 
         form = QFormLayout()
@@ -99,6 +116,13 @@ class ExplorerWidget(QWidget):
         layout.addLayout(temperature)
         layout.addLayout(self.slider_form)
         layout.addWidget(self.metrics)
+        actions = QHBoxLayout()
+        for widget in (self.volume_button, self.grid_button, self.export_button):
+            actions.addWidget(widget)
+        layout.addLayout(actions)
+        export = QFormLayout()
+        export.addRow("Export folder", self.export_dir)
+        layout.addLayout(export)
         layout.addStretch()
 
         self.start_button.clicked.connect(self.start)
@@ -111,7 +135,16 @@ class ExplorerWidget(QWidget):
         self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
-        for widget in (self.sample_button, self.reset_button, self.use_d, self.use_v):
+        controls = (
+            self.sample_button,
+            self.reset_button,
+            self.use_d,
+            self.use_v,
+            self.volume_button,
+            self.grid_button,
+            self.export_button,
+        )
+        for widget in controls:
             widget.setEnabled(running)
 
     def refresh_choices(self, *_: object) -> None:
@@ -225,13 +258,22 @@ class ExplorerWidget(QWidget):
             "S_DV": lambda: Labels(
                 np.zeros(shape, np.uint8), name=f"{name} S_DV", colormap=colormap, **common
             ),
+            "D": lambda: Vectors(
+                np.zeros((0, 2, 3), np.float32),
+                name=f"{name} D",
+                edge_color="cyan",
+                edge_width=0.3,
+                length=VECTOR_LENGTH,
+                **{k: v for k, v in common.items() if k != "metadata"},
+            ),
             "changed": lambda: Labels(
                 np.zeros(shape, np.uint8), name=f"{name} S0 != S_DV", visible=False, **common
             ),
         }
         for key, make in specs.items():
             layer = self.layers.get(key)
-            if layer is None or layer not in self.viewer.layers or layer.data.shape != shape:
+            stale = layer is None or layer not in self.viewer.layers
+            if stale or (key != "D" and layer.data.shape != shape):
                 self.layers[key] = self.viewer.add_layer(make())
         self.layers["I_DV"].contrast_limits = source.contrast_limits
         self.refresh_choices()
@@ -287,6 +329,7 @@ class ExplorerWidget(QWidget):
             "S_DV": result.s_dv,
             "changed": (result.s0 != result.s_dv).astype(np.uint8),
         }
+        self.layers["D"].data = displacement_vectors(result, self.session.volume.spacing)
         for key, plane in updates.items():
             layer = self.layers[key]
             if key == "S0" and self._shown_s0 == index:
@@ -296,6 +339,81 @@ class ExplorerWidget(QWidget):
         self._shown_s0 = index
         self.metrics.setText(metrics_html(result))
         return result
+
+    def attack_volume(self) -> None:
+        """Attack every slice with the sliders' latents (the same latents on every slice)."""
+        if self.session is None:
+            return
+        shown = self.current_slice()
+        for index in range(self.session.num_slices):
+            self.viewer.dims.set_current_step(0, index)
+            self.update_slice()
+        self.viewer.dims.set_current_step(0, shown)
+
+    def side_by_side(self, enabled: bool) -> None:
+        """Two grid cells: I0 with S0 over it, and I_DV with S_DV over it."""
+        if self.session is None or self.source is None:
+            return
+        viewer = self.viewer
+        grid = viewer_grid(viewer)
+        if not enabled:
+            grid.enabled = False
+            return
+        order = [self.source, self.layers["S0"], self.layers["I_DV"], self.layers["S_DV"]]
+        for layer in viewer.layers:
+            layer.visible = layer in order
+        for layer in order:
+            viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
+        grid.stride = 2
+        grid.shape = (1, 2)
+        grid.enabled = True
+
+    def export(self) -> list[Path]:
+        """Write the explorer's volumes as NIfTI on the scan's own grid; return the paths."""
+        if self.session is None:
+            show_error("Start exploring before exporting.")
+            return []
+        volume = self.session.volume
+        grid = self.source.metadata.get(GRID_KEY) if self.source is not None else None
+        grid = grid or volume.grid
+        folder = Path(self.export_dir.text()).expanduser()
+        stem = volume.name
+        outputs = {
+            "IDV": (self.layers["I_DV"].data, np.int16),
+            "V_HU": (self.layers["V"].data, np.float32),
+            "absD_mm": (self.layers["|D|"].data, np.float32),
+            "S0": (self.layers["S0"].data, np.uint8),
+            "SDV": (self.layers["S_DV"].data, np.uint8),
+        }
+        try:
+            paths = [
+                write_nifti(folder / f"{stem}_{key}.nii.gz", data, grid, dtype)
+                for key, (data, dtype) in outputs.items()
+            ]
+        except (AdvsegError, OSError) as error:
+            show_error(f"Export failed: {error}")
+            return []
+        show_info(f"Wrote {len(paths)} NIfTI files to {folder}")
+        return paths
+
+
+def viewer_grid(viewer: napari.viewer.Viewer) -> object:
+    """The grid settings: ``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+def displacement_vectors(result: SliceAttack, spacing: tuple[float, float, float]) -> np.ndarray:
+    """D of one slice as napari vectors (N, 2, 3) on a readable grid, in data pixels."""
+    height, width = result.s0.shape
+    step = max(4, max(height, width) // 24)
+    ys, xs = np.mgrid[step // 2 : height : step, step // 2 : width : step]
+    dy = result.displacement_mm[1][ys, xs] / spacing[1]
+    dx = result.displacement_mm[0][ys, xs] / spacing[2]
+    count = ys.size
+    positions = np.stack([np.full(count, result.index), ys.ravel(), xs.ravel()], axis=1)
+    projections = np.stack([np.zeros(count), dy.ravel(), dx.ravel()], axis=1)
+    return np.stack([positions, projections], axis=1).astype(np.float32)
 
 
 def metrics_html(result: SliceAttack) -> str:

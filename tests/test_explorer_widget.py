@@ -124,3 +124,29 @@ def test_vectors_volume_grid_and_export(explorer, qtbot, tmp_path):
         written = nib.load(path)
         assert written.shape == source.shape
         np.testing.assert_allclose(written.affine, source.affine)
+
+
+def test_user_models_unload_and_corrupt_checkpoints(explorer, qtbot, tmp_path, monkeypatch):
+    import shutil
+
+    from napari_advseg._resources import models_dir
+
+    _, widget = explorer
+    messages = []
+    monkeypatch.setattr("napari_advseg._napari.explorer_widget.show_error", messages.append)
+    broken = tmp_path / "broken_unet"
+    shutil.copytree(models_dir() / "unet_default", broken)
+    (broken / "weights.safetensors").write_bytes(b"not weights")
+    widget.seg_path.setText(str(broken))
+    widget.start()
+    assert widget.session is None and "corrupt weights" in messages[-1]
+    widget.seg_path.setText(str(models_dir() / "unet_default"))
+    widget.attacker_path.setText(str(tmp_path / "no_such_attacker"))
+    widget.start()
+    assert widget.session is None and "no such checkpoint" in messages[-1]
+    widget.attacker_path.setText(str(models_dir() / "attacker_v_xi2"))
+    widget.start()
+    assert widget.session is not None and widget.session.loaded.mode == "v"
+    widget.unload()
+    assert widget.session is None and not widget.sample_button.isEnabled()
+    assert widget.update_slice() is None  # nothing loaded: nothing happens, no exception

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from napari.layers import Image, Labels, Vectors
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
@@ -35,6 +36,7 @@ from ..errors import AdvsegError
 from ..explorer import ExplorerSession, SliceAttack
 from ..segmentation import load_segmentation_model
 from ..training.attacker_io import load_attacker
+from ..training.device import select_device
 from .layer_data import GRID_KEY, label_colormap
 
 if TYPE_CHECKING:
@@ -63,7 +65,13 @@ class ExplorerWidget(QWidget):
         self.attacker_box.addItems(sorted(p.name for p in models_dir().glob("attacker_*")))
         index = self.attacker_box.findText("attacker_dv_xi2")
         self.attacker_box.setCurrentIndex(max(index, 0))
+        self.seg_path = QLineEdit()
+        self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint folder / TorchScript file")
+        self.attacker_path = QLineEdit()
+        self.attacker_path.setPlaceholderText("or an attacker checkpoint folder")
         self.start_button = QPushButton("Start exploring")
+        self.unload_button = QPushButton("Unload")
+        self.unload_button.setToolTip("Free the models (and their GPU memory)")
         self.sample_button = QPushButton("Sample")
         self.reset_button = QPushButton("Posterior mean")
         self.temperature = QDoubleSpinBox()
@@ -99,7 +107,9 @@ class ExplorerWidget(QWidget):
         form = QFormLayout()
         form.addRow("CT image", self.image_box)
         form.addRow("Labels (optional)", self.labels_box)
+        form.addRow("Segmentation model", self.seg_path)
         form.addRow("Attacker", self.attacker_box)
+        form.addRow("", self.attacker_path)
         buttons = QHBoxLayout()
         for widget in (self.sample_button, self.reset_button):
             buttons.addWidget(widget)
@@ -108,7 +118,10 @@ class ExplorerWidget(QWidget):
         toggles.addWidget(self.use_v)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.start_button)
+        start = QHBoxLayout()
+        start.addWidget(self.start_button)
+        start.addWidget(self.unload_button)
+        layout.addLayout(start)
         layout.addLayout(toggles)
         layout.addLayout(buttons)
         temperature = QFormLayout()
@@ -126,6 +139,7 @@ class ExplorerWidget(QWidget):
         layout.addStretch()
 
         self.start_button.clicked.connect(self.start)
+        self.unload_button.clicked.connect(self.unload)
         self.sample_button.clicked.connect(self.sample)
         self.reset_button.clicked.connect(self.reset)
         viewer.layers.events.inserted.connect(self.refresh_choices)
@@ -143,6 +157,7 @@ class ExplorerWidget(QWidget):
             self.volume_button,
             self.grid_button,
             self.export_button,
+            self.unload_button,
         )
         for widget in controls:
             widget.setEnabled(running)
@@ -199,8 +214,26 @@ class ExplorerWidget(QWidget):
         spacing = tuple(float(s) for s in source.scale[-3:])
         volume = Volume(np.asarray(source.data), spacing, labels, name=source.name)
         self.source = source
-        attacker = load_attacker(models_dir() / self.attacker_box.currentText())
-        return ExplorerSession(load_segmentation_model(), attacker, volume)
+        attacker_folder = self.attacker_path.text().strip()
+        if attacker_folder:
+            attacker = load_attacker(Path(attacker_folder).expanduser())
+        else:
+            attacker = load_attacker(models_dir() / self.attacker_box.currentText())
+        seg_path = self.seg_path.text().strip()
+        seg = load_segmentation_model(Path(seg_path).expanduser() if seg_path else None)
+        device = select_device("auto")
+        seg.to(device)
+        attacker.attacker.to(device)
+        return ExplorerSession(seg, attacker, volume)
+
+    def unload(self) -> None:
+        """Drop the models and the session; free GPU memory when there is a GPU."""
+        self.timer.stop()
+        self.session = None
+        self._set_running(False)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.metrics.setText("Models unloaded. Start to explore again.")
 
     def _build_sliders(self) -> None:
         while self.slider_form.rowCount():

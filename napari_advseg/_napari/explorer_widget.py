@@ -31,12 +31,12 @@ from qtpy.QtWidgets import (
 
 from .._resources import models_dir
 from ..data.nifti import write_nifti
-from ..data.volume import Volume
 from ..errors import AdvsegError
 from ..explorer import ExplorerSession, SliceAttack
 from ..segmentation import load_segmentation_model
 from ..training.attacker_io import load_attacker
 from ..training.device import select_device
+from .layer_choice import LayerChoice
 from .layer_data import GRID_KEY, label_colormap
 
 if TYPE_CHECKING:
@@ -59,8 +59,9 @@ class ExplorerWidget(QWidget):
         self.source: Image | None = None
         self.layers: dict[str, Image | Labels] = {}
         self.sliders: list[QSlider] = []
-        self.image_box = QComboBox()
-        self.labels_box = QComboBox()
+        self.choice = LayerChoice(viewer, exclude=lambda: list(self.layers.values()))
+        self.image_box = self.choice.image_box
+        self.labels_box = self.choice.labels_box
         self.attacker_box = QComboBox()
         self.attacker_box.addItems(sorted(p.name for p in models_dir().glob("attacker_*")))
         index = self.attacker_box.findText("attacker_dv_xi2")
@@ -142,8 +143,6 @@ class ExplorerWidget(QWidget):
         self.unload_button.clicked.connect(self.unload)
         self.sample_button.clicked.connect(self.sample)
         self.reset_button.clicked.connect(self.reset)
-        viewer.layers.events.inserted.connect(self.refresh_choices)
-        viewer.layers.events.removed.connect(self.refresh_choices)
         viewer.dims.events.current_step.connect(self.schedule_update)
         self.refresh_choices()
         self._set_running(False)
@@ -163,20 +162,8 @@ class ExplorerWidget(QWidget):
             widget.setEnabled(running)
 
     def refresh_choices(self, *_: object) -> None:
-        """List the viewer's 3D image and labels layers (our own outputs excluded)."""
-        ours = {id(layer) for layer in self.layers.values()}
-        theirs = [layer for layer in self.viewer.layers if id(layer) not in ours]
-        images = [layer.name for layer in theirs if isinstance(layer, Image)]
-        labels = [layer.name for layer in theirs if isinstance(layer, Labels)]
-        for box, names, optional in (
-            (self.image_box, images, False),
-            (self.labels_box, labels, True),
-        ):
-            current = box.currentText()
-            box.clear()
-            box.addItems(([""] if optional else []) + names)
-            if current in names:
-                box.setCurrentText(current)
+        """Refresh the layer choices (the explorer's own outputs are not offered)."""
+        self.choice.refresh()
 
     def start(self) -> None:
         """Build the session from the chosen layers and attacker, then show the attack."""
@@ -195,25 +182,8 @@ class ExplorerWidget(QWidget):
         self.reset()
 
     def _make_session(self) -> ExplorerSession:
-        if not self.image_box.currentText():
-            raise AdvsegError("Open a CT volume first (File > Open, or File > Open Sample).")
-        source = self.viewer.layers[self.image_box.currentText()]
-        if source.rgb or source.ndim != 3:
-            raise AdvsegError(
-                f"Layer {source.name!r} is not a 3D grey-level CT volume; choose a 3D image layer."
-            )
-        labels = None
-        if self.labels_box.currentText():
-            labels_layer = self.viewer.layers[self.labels_box.currentText()]
-            labels = np.asarray(labels_layer.data)
-            if labels.shape != source.data.shape:
-                raise AdvsegError(
-                    f"Labels {labels_layer.name!r} {labels.shape} do not match image "
-                    f"{source.name!r} {source.data.shape}; choose matching layers or none."
-                )
-        spacing = tuple(float(s) for s in source.scale[-3:])
-        volume = Volume(np.asarray(source.data), spacing, labels, name=source.name)
-        self.source = source
+        volume = self.choice.volume()
+        self.source = self.choice.image_layer()
         attacker_folder = self.attacker_path.text().strip()
         if attacker_folder:
             attacker = load_attacker(Path(attacker_folder).expanduser())

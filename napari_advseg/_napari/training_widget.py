@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from napari.layers import Image, Labels
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
@@ -31,7 +30,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.volume import Volume
 from ..errors import AdvsegError
 from ..nets.attacker import AttackerConfig
 from ..segmentation import load_segmentation_model
@@ -39,6 +37,7 @@ from ..training.attack_trainer import AttackTrainer, AttackTrainingConfig
 from ..training.device import DEVICE_CHOICES, select_device
 from ..training.events import AttackProgress, StepCompleted, TrainingFinished, TrainingStarted
 from ..training.seg_trainer import SegTrainer, SegTrainingConfig
+from .layer_choice import LayerChoice
 
 if TYPE_CHECKING:
     import napari
@@ -62,8 +61,9 @@ class TrainingWidget(QWidget):
 
         self.kind = QComboBox()
         self.kind.addItems(KINDS)
-        self.image_box = QComboBox()
-        self.labels_box = QComboBox()
+        self.choice = LayerChoice(viewer)
+        self.image_box = self.choice.image_box
+        self.labels_box = self.choice.labels_box
         self.steps = QSpinBox()
         self.steps.setRange(1, 1_000_000)
         self.steps.setValue(500)
@@ -118,44 +118,16 @@ class TrainingWidget(QWidget):
         ]
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
-        viewer.layers.events.inserted.connect(self.refresh_choices)
-        viewer.layers.events.removed.connect(self.refresh_choices)
-        self.refresh_choices()
         self._set_running(False)
-
-    def refresh_choices(self, *_: object) -> None:
-        """List the viewer's image and labels layers."""
-        for box, kind, optional in (
-            (self.image_box, Image, False),
-            (self.labels_box, Labels, True),
-        ):
-            current = box.currentText()
-            names = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
-            box.clear()
-            box.addItems(([""] if optional else []) + names)
-            if current in names:
-                box.setCurrentText(current)
 
     def _set_running(self, running: bool) -> None:
         for control in self.controls:
             control.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
-    def _volume(self) -> Volume:
-        if not self.image_box.currentText():
-            raise AdvsegError("Open a CT volume first (File > Open, or File > Open Sample).")
-        image = self.viewer.layers[self.image_box.currentText()]
-        if image.rgb or image.ndim != 3:
-            raise AdvsegError(f"Layer {image.name!r} is not a 3D grey-level CT volume.")
-        labels = None
-        if self.labels_box.currentText():
-            labels = np.asarray(self.viewer.layers[self.labels_box.currentText()].data)
-        spacing = tuple(float(s) for s in image.scale[-3:])
-        return Volume(np.asarray(image.data), spacing, labels, name=image.name)
-
     def make_trainer(self) -> SegTrainer | AttackTrainer:
         """The backend trainer for the current settings (raises on bad input)."""
-        volume = self._volume()
+        volume = self.choice.volume()
         out = Path(self.out.text()).expanduser()
         device = self.device.currentText()
         select_device(device)

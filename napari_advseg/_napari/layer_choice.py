@@ -1,0 +1,75 @@
+"""Choosing a CT image layer and an optional labels layer, and turning them into a Volume."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import QComboBox
+
+from ..data.volume import Volume
+from ..errors import AdvsegError
+
+if TYPE_CHECKING:
+    import napari
+
+
+class LayerChoice:
+    """Two combo boxes (image, optional labels) that follow the viewer's layer list.
+
+    ``exclude`` returns the layers not to offer (for example a widget's own outputs).
+    """
+
+    def __init__(
+        self, viewer: napari.viewer.Viewer, exclude: Callable[[], list[object]] | None = None
+    ) -> None:
+        self.viewer = viewer
+        self.exclude = exclude or list
+        self.image_box = QComboBox()
+        self.labels_box = QComboBox()
+        viewer.layers.events.inserted.connect(self.refresh)
+        viewer.layers.events.removed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self, *_: object) -> None:
+        """List the viewer's image and labels layers, keeping the current choices."""
+        excluded = {id(layer) for layer in self.exclude()}
+        layers = [layer for layer in self.viewer.layers if id(layer) not in excluded]
+        for box, kind, optional in (
+            (self.image_box, Image, False),
+            (self.labels_box, Labels, True),
+        ):
+            current = box.currentText()
+            names = [layer.name for layer in layers if isinstance(layer, kind)]
+            box.clear()
+            box.addItems(([""] if optional else []) + names)
+            if current in names:
+                box.setCurrentText(current)
+
+    def image_layer(self) -> Image:
+        """The chosen image layer, checked to be a 3D grey-level volume."""
+        if not self.image_box.currentText():
+            raise AdvsegError("Open a CT volume first (File > Open, or File > Open Sample).")
+        layer = self.viewer.layers[self.image_box.currentText()]
+        if layer.rgb or layer.ndim != 3:
+            raise AdvsegError(
+                f"Layer {layer.name!r} is not a 3D grey-level CT volume; choose a 3D image layer."
+            )
+        return layer
+
+    def volume(self) -> Volume:
+        """The chosen layers as a :class:`Volume` (spacing from the image layer's scale)."""
+        image = self.image_layer()
+        labels = None
+        if self.labels_box.currentText():
+            labels_layer = self.viewer.layers[self.labels_box.currentText()]
+            labels = np.asarray(labels_layer.data)
+            if labels.shape != image.data.shape:
+                raise AdvsegError(
+                    f"Labels {labels_layer.name!r} {labels.shape} do not match image "
+                    f"{image.name!r} {image.data.shape}; choose matching layers or none."
+                )
+        spacing = tuple(float(s) for s in image.scale[-3:])
+        return Volume(np.asarray(image.data), spacing, labels, name=image.name)

@@ -14,9 +14,9 @@ import torch
 
 from .data.resample import resize_images
 from .data.volume import Volume
-from .evaluation.attack_eval import attack_slices
+from .evaluation.attack_eval import SliceBatch, attack_slices
 from .evaluation.attacks import AttackMethod
-from .inference import to_model_grid
+from .inference import ModelGridSlices, to_model_grid
 from .segmentation import SegmentationModel
 
 
@@ -46,31 +46,45 @@ class VolumeAttack:
     p: float
 
 
+def to_source_grid(
+    batch: SliceBatch, grid: ModelGridSlices, pixel_spacing: tuple[float, float]
+) -> dict[str, np.ndarray]:
+    """A batch of attacked slices on the source grid: HU, mm and labels, (N, ...) arrays.
+
+    Keys: ``attacked_hu``, ``displacement_mm`` (N, 2, H, W), ``intensity_hu``, ``s0``, ``s_dv``.
+    Labels are the argmax of the class probabilities resampled to the source grid.
+    """
+    size = grid.source_shape
+    spacing_y, spacing_x = pixel_spacing
+    millimetres = torch.tensor([spacing_x, spacing_y]).view(1, 2, 1, 1)
+    stats = grid.stats
+    return {
+        "attacked_hu": stats.denormalize(resize_images(batch.attacked, size)[:, 0].numpy()),
+        "displacement_mm": resize_images(batch.displacement * millimetres, size).numpy(),
+        "intensity_hu": resize_images(batch.intensity, size)[:, 0].numpy() * stats.std,
+        "s0": resize_images(batch.probabilities_s0, size).argmax(dim=1).numpy().astype(np.uint8),
+        "s_dv": resize_images(batch.probabilities_dv, size).argmax(dim=1).numpy().astype(np.uint8),
+    }
+
+
 def attack_volume(
     seg_model: SegmentationModel, method: AttackMethod, volume: Volume, batch_size: int = 16
 ) -> VolumeAttack:
     """Attack every slice of ``volume`` and return the results on its own grid."""
     grid = to_model_grid(volume, seg_model.spec)
-    size = grid.source_shape
-    spacing_y, spacing_x = seg_model.spec.pixel_spacing
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("i", "d", "v", "s0", "dv")}
+    parts: dict[str, list[np.ndarray]] = {}
     total, pixels = 0.0, 0
     for batch in attack_slices(seg_model, method, grid, batch_size):
         total += float((batch.attacked - batch.image).abs().sum())
         pixels += batch.image.numel()
-        parts["i"].append(resize_images(batch.attacked, size))
-        displacement = batch.displacement * torch.tensor([spacing_x, spacing_y]).view(1, 2, 1, 1)
-        parts["d"].append(resize_images(displacement, size))
-        parts["v"].append(resize_images(batch.intensity, size))
-        parts["s0"].append(resize_images(batch.probabilities_s0, size).argmax(dim=1))
-        parts["dv"].append(resize_images(batch.probabilities_dv, size).argmax(dim=1))
-    stats = grid.stats
-    attacked = stats.denormalize(torch.cat(parts["i"])[:, 0].numpy())
+        for key, array in to_source_grid(batch, grid, seg_model.spec.pixel_spacing).items():
+            parts.setdefault(key, []).append(array)
+    volumes = {key: np.concatenate(arrays) for key, arrays in parts.items()}
     return VolumeAttack(
-        attacked_hu=attacked.astype(np.float32),
-        displacement_mm=torch.cat(parts["d"]).permute(1, 0, 2, 3).numpy().astype(np.float32),
-        intensity_hu=(torch.cat(parts["v"])[:, 0].numpy() * stats.std).astype(np.float32),
-        s0=torch.cat(parts["s0"]).numpy().astype(np.uint8),
-        s_dv=torch.cat(parts["dv"]).numpy().astype(np.uint8),
+        attacked_hu=volumes["attacked_hu"].astype(np.float32),
+        displacement_mm=volumes["displacement_mm"].transpose(1, 0, 2, 3).astype(np.float32),
+        intensity_hu=volumes["intensity_hu"].astype(np.float32),
+        s0=volumes["s0"],
+        s_dv=volumes["s_dv"],
         p=total / max(pixels, 1),
     )

@@ -154,7 +154,7 @@ def _sample_data(args: argparse.Namespace) -> None:
         volume = cohort.subject(index)
         write_nifti(out / f"{volume.name}_ct.nii.gz", volume.image, volume.grid, "int16")
         write_nifti(out / f"{volume.name}_labels.nii.gz", volume.labels, volume.grid, "uint8")
-    splits = {name: [cohort.subject(i).name for i in ids] for name, ids in cohort.splits().items()}
+    splits = {name: [cohort.subject_name(i) for i in ids] for name, ids in cohort.splits().items()}
     (out / "splits.json").write_text(json.dumps(splits, indent=1) + "\n")
     print(f"wrote {len(indices)} phantom subjects to {out} (splits in splits.json)")
 

@@ -210,7 +210,7 @@ def _sweep(args: argparse.Namespace) -> None:
     attackers = sorted((load_attacker(f) for f in folders), key=lambda a: (a.mode != "dv", a.xi))
     rows: list[dict[str, Any]] = []
     extra: dict[str, Any] = {"seg": seg.name, "subjects": [v.name for v in test]}
-    reference_dv = None
+    evaluated_dv = []
     for loaded in attackers:
         warning = loaded.target_mismatch(seg)
         if warning:
@@ -223,12 +223,10 @@ def _sweep(args: argparse.Namespace) -> None:
         row = attack_row(f"{symbol} (xi = {loaded.xi:g})", loaded.xi, loaded.mode, report)
         rows.append(row)
         print(f"{row['label']}: p {row['p']:.3f}")
-        if loaded.mode == "dv" and (
-            reference_dv is None or abs(loaded.xi - 2.0) < abs(reference_dv[0].xi - 2.0)
-        ):
-            reference_dv = (loaded, row)
-    if reference_dv is not None:
-        loaded, row = reference_dv
+        if loaded.mode == "dv":
+            evaluated_dv.append((loaded, row))
+    if evaluated_dv:  # the random baseline and the diversity use the D+V attacker nearest xi = 2
+        loaded, row = min(evaluated_dv, key=lambda pair: abs(pair[0].xi - 2.0))
         random = RandomAttack(row["p"], "dv", seed=args.seed)
         rows.append(
             attack_row(

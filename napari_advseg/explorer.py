@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data.resample import resize_images
+from .attack import to_source_grid
 from .data.volume import Volume
 from .errors import InvalidInputError
-from .evaluation.attack_eval import attack_success, dice_decrease, warp_labels
+from .evaluation.attack_eval import SliceBatch, attack_success, dice_decrease, warp_labels
 from .evaluation.metrics import dice_per_label
 from .inference import labels_to_model_grid, to_model_grid
 from .nets.attacker import Encoding
@@ -144,30 +144,27 @@ class ExplorerSession:
         p0 = self.s0_probabilities(index)
         pdv = torch.softmax(self.seg_model(attacked).float(), dim=1)
         crop = self.slices.crop
-        image_c, attacked_c, d_c, v_c = (
-            crop(t).cpu() for t in (image, attacked, displacement, intensity)
+        batch = SliceBatch(
+            *(crop(t).cpu() for t in (image, displacement, intensity, attacked)),
+            crop(p0).argmax(dim=1).cpu(),
+            crop(pdv).argmax(dim=1).cpu(),
+            crop(p0).cpu(),
+            crop(pdv).cpu(),
         )
-        s0_c, sdv_c = crop(p0).argmax(dim=1).cpu(), crop(pdv).argmax(dim=1).cpu()
         label_map = self.seg_model.spec.label_map
-        reference = self.truth[index : index + 1] if self.truth is not None else s0_c
-        warped_reference = warp_labels(reference, d_c, label_map.num_classes)
+        reference = self.truth[index : index + 1] if self.truth is not None else batch.s0
+        warped_reference = warp_labels(reference, batch.displacement, label_map.num_classes)
+        s0, s_dv = batch.s0.numpy(), batch.s_dv.numpy()
         metrics = SliceMetrics(
             "ground truth" if self.truth is not None else "S0",
-            dice_per_label(s0_c.numpy(), reference.numpy(), label_map),
-            dice_per_label(sdv_c.numpy(), reference.numpy(), label_map),
-            dice_per_label(sdv_c.numpy(), warped_reference.numpy(), label_map),
-            float((attacked_c - image_c).abs().mean()),
+            dice_per_label(s0, reference.numpy(), label_map),
+            dice_per_label(s_dv, reference.numpy(), label_map),
+            dice_per_label(s_dv, warped_reference.numpy(), label_map),
+            float((batch.attacked - batch.image).abs().mean()),
         )
-        size = self.slices.source_shape
-        stats = self.slices.stats
-        spacing_y, spacing_x = self.seg_model.spec.pixel_spacing
-        scale = torch.tensor([spacing_x, spacing_y]).view(1, 2, 1, 1)
+        source = to_source_grid(batch, self.slices, self.seg_model.spec.pixel_spacing)
         return SliceAttack(
             index=index,
-            attacked_hu=stats.denormalize(resize_images(attacked_c, size)[0, 0].numpy()),
-            displacement_mm=resize_images(d_c * scale, size)[0].numpy(),
-            intensity_hu=resize_images(v_c, size)[0, 0].numpy() * stats.std,
-            s0=resize_images(crop(p0).cpu(), size).argmax(dim=1)[0].numpy().astype(np.uint8),
-            s_dv=resize_images(crop(pdv).cpu(), size).argmax(dim=1)[0].numpy().astype(np.uint8),
+            **{key: value[0] for key, value in source.items()},
             metrics=metrics,
         )

@@ -69,6 +69,10 @@ class PhantomCohort:
         """The generator seed of subject ``index``."""
         return int(np.random.SeedSequence([self.seed, index]).generate_state(1)[0])
 
+    def subject_name(self, index: int) -> str:
+        """The name of subject ``index`` (without generating it)."""
+        return f"phantom_{self.seed:03d}_{index:03d}"
+
     def subject(self, index: int) -> Volume:
         """Generate subject ``index`` as a :class:`Volume` with labels."""
         if not 0 <= index < self.n_subjects:
@@ -78,7 +82,7 @@ class PhantomCohort:
             image=image.astype(np.float32),
             spacing=self.config.spacing,
             labels=labels.copy(),
-            name=f"phantom_{self.seed:03d}_{index:03d}",
+            name=self.subject_name(index),
         )
 
     def volumes(self, split: str) -> list[Volume]:

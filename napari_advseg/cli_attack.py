@@ -104,6 +104,24 @@ def _add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) 
         action="store_true",
         help="one xi target per organ instead of one for all organs (our option)",
     )
+    group.add_argument(
+        "--diversity-weight",
+        type=float,
+        default=0.0,
+        help="reward different D and V for different latent draws (our option; 0: off)",
+    )
+    group.add_argument(
+        "--diversity-cap-d",
+        type=float,
+        default=0.5,
+        help="D change (px) per unit z at which it saturates",
+    )
+    group.add_argument(
+        "--diversity-cap-v",
+        type=float,
+        default=0.05,
+        help="V change per unit z at which it saturates",
+    )
     group.add_argument("--lr", type=float, default=1e-4, help="RMSProp learning rate")
     group.add_argument("--critic-steps", type=int, default=5)
     group.add_argument(
@@ -127,6 +145,9 @@ def _training_settings(args: argparse.Namespace, xi: float) -> Any:
         lambda_d=args.lambda_d,
         lambda_v=args.lambda_v,
         kl_weight=args.kl_weight,
+        diversity_weight=args.diversity_weight,
+        diversity_cap_d=args.diversity_cap_d,
+        diversity_cap_v=args.diversity_cap_v,
         per_organ=args.per_organ,
         learning_rate=args.lr,
         critic_steps=args.critic_steps,

@@ -114,6 +114,51 @@ def _field_size_after(seg_model, images, xi, steps=60):
     return float(output.displacement.abs().mean()), float(output.intensity.abs().mean())
 
 
+def test_diversity_term_makes_latent_draws_differ(seg_model, cohort, tmp_path):
+    images = to_model_grid(cohort.subject(1), seg_model.spec).images[4:8]
+    torch.manual_seed(0)
+    attacker = Attacker(SMALL)
+    for decoder in (attacker.decoder_d, attacker.decoder_v):
+        torch.nn.init.normal_(decoder.head.weight, std=0.01)  # |x|' is 0 at 0: leave the identity
+    optimizer = torch.optim.Adam(attacker.parameters(), lr=5e-3)
+
+    def draws() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        encoding = attacker.encode(images)
+        first, second = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+        z_a = attacker.sample_latents(encoding.posterior, "prior", 1.0, first)
+        z_b = attacker.sample_latents(encoding.posterior, "prior", 1.0, second)
+        a = attacker.decode(encoding, images, *z_a)
+        b = attacker.decode(encoding, images, *z_b)
+        return a.displacement, b.displacement, a.intensity, b.intensity
+
+    attacker.eval()
+    with torch.no_grad():
+        d_a, d_b, v_a, v_b = draws()
+    start_d, start_v = float((d_a - d_b).abs().mean()), float((v_a - v_b).abs().mean())
+    attacker.train()
+    for step in range(30):
+        encoding = attacker.encode(images)
+        generator = torch.Generator().manual_seed(step)
+        z_a = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
+        z_b = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
+        a = attacker.decode(encoding, images, *z_a)
+        b = attacker.decode(encoding, images, *z_b)
+        loss = -losses.diversity(a.displacement, b.displacement, z_a[0], z_b[0], 0.5)
+        loss = loss - losses.diversity(a.intensity, b.intensity, z_a[1], z_b[1], 0.05)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    attacker.eval()
+    with torch.no_grad():
+        d_a, d_b, v_a, v_b = draws()
+    assert float((d_a - d_b).abs().mean()) > 5 * start_d
+    assert float((v_a - v_b).abs().mean()) > 5 * start_v
+    config = quick(diversity_weight=0.5)
+    events = AttackTrainer(tmp_path / "att", seg_model, [cohort.subject(0)], SMALL, config=config)
+    steps = [e for e in events.run() if isinstance(e, StepCompleted)]
+    assert all(-0.5 <= e.losses["diversity"] <= 0.0 for e in steps)
+
+
 def test_xi_zero_drives_d_and_v_to_zero_and_a_large_xi_does_not(seg_model, cohort):
     images = to_model_grid(cohort.subject(1), seg_model.spec).images[4:8]
     start = _field_size_after(seg_model, images, 0.0, steps=0)

@@ -192,3 +192,12 @@ def test_per_organ_target_by_hand():
     assert float(loss) == pytest.approx((2.0 - math.log(3.0)) ** 2)
     _, absent = losses.organ_cross_entropy(reference, logits, min_pixels=2.0)
     assert float(losses.organ_xi_loss(per_organ, absent, 2.0)) == 0.0
+
+
+def test_diversity_by_hand():
+    a = torch.zeros(2, 1, 2, 2)
+    b = torch.stack([torch.full((1, 2, 2), 0.2), torch.full((1, 2, 2), 1.0)])
+    z_a, z_b = torch.zeros(2, 4), torch.ones(2, 4)  # mean |dz| = 1
+    # per image: 0.2 / (0.5 * 1) = 0.4, and 1.0 / 0.5 = 2 capped at 1; the batch mean is 0.7
+    assert float(losses.diversity(a, b, z_a, z_b, cap=0.5)) == pytest.approx(0.7)
+    assert float(losses.diversity(a, a, z_a, z_b, cap=0.5)) == 0.0

@@ -38,6 +38,13 @@ def test_sliders_update_aligned_layers(explorer, qtbot):
     assert not np.array_equal(widget.layers["I_DV"].data[25], before["I_DV"])
     assert "p = " in widget.metrics.text()
     assert widget.layers["S_DV"].metadata[GRID_KEY] is source.metadata[GRID_KEY]
+    source.contrast_limits = (-200.0, 300.0)  # linked: I_DV follows I0, and back
+    assert tuple(widget.layers["I_DV"].contrast_limits) == (-200.0, 300.0)
+    widget.layers["I_DV"].contrast_limits = (-150.0, 250.0)
+    assert tuple(source.contrast_limits) == (-150.0, 250.0)
+    widget.start()  # starting again does not link twice
+    source.contrast_limits = (-100.0, 200.0)
+    assert tuple(widget.layers["I_DV"].contrast_limits) == (-100.0, 200.0)
 
 
 def test_d_and_v_toggles_zero_the_other_field(explorer, qtbot):
@@ -118,12 +125,24 @@ def test_vectors_volume_grid_and_export(explorer, qtbot, tmp_path):
     assert not grid.enabled
     widget.export_dir.setText(str(tmp_path))
     paths = widget.export()
-    assert len(paths) == 5
+    assert [p.name.split("_", 3)[-1] for p in paths] == [
+        f"{key}.nii.gz" for key in ("IDV", "V_HU", "Dx_mm", "Dy_mm", "absD_mm", "S0", "SDV")
+    ]
     source = nib.load(sample_data_dir() / "abdomen_ct_ts" / "ct.nii.gz")
     for path in paths:
         written = nib.load(path)
         assert written.shape == source.shape
         np.testing.assert_allclose(written.affine, source.affine)
+    d_x = np.asarray(nib.load(paths[2]).dataobj)
+    assert np.abs(d_x).max() > 0  # D was recorded for the attacked slices
+    widget.export_slice.setChecked(True)
+    slab = nib.load(widget.export()[0])  # I_DV of slice 25 alone
+    assert sorted(slab.shape) == sorted([1, *source.shape[:2]])
+    assert "slice25" in slab.get_filename()
+    world = slab.affine @ np.array([0, 0, 0, 1.0])
+    voxel = np.linalg.solve(source.affine, world)  # where it sits in the source's voxel grid
+    np.testing.assert_allclose(voxel[:2], 0, atol=1e-6)
+    assert voxel[2] == pytest.approx(round(voxel[2])) and 0 <= voxel[2] < source.shape[2]
 
 
 def test_user_models_unload_and_corrupt_checkpoints(explorer, qtbot, tmp_path, monkeypatch):

@@ -36,6 +36,34 @@ def test_write_lands_on_the_source_grid(tmp_path):
     np.testing.assert_allclose(written.affine, affine)
 
 
+@pytest.mark.parametrize(
+    "affine",
+    [
+        np.array([[0, -2.0, 0, 10], [0, 0, 3.0, -5], [1.5, 0, 0, 7], [0, 0, 0, 1]]),  # odd axes
+        np.diag([2.0, 2.0, -3.0, 1.0]),  # RAS columns, z flipped
+    ],
+)
+def test_one_slice_lands_in_its_place(tmp_path, affine):
+    data = np.arange(7 * 6 * 5, dtype=np.int16).reshape(7, 6, 5)  # every voxel unique
+    full = nib.load(save_array(tmp_path / "full.nii.gz", data, affine))
+    volume = load_volume(tmp_path / "full.nii.gz")
+    index = 1
+    out = write_nifti(
+        tmp_path / "slice.nii.gz", volume.image[index : index + 1], volume.grid.axial_slab(index)
+    )
+    slab = nib.load(out)
+    assert 1 in slab.shape and np.prod(slab.shape) == volume.image[index].size
+    slab_data = np.asarray(slab.dataobj)
+    full_data = np.asarray(full.dataobj)
+    for ijk in np.ndindex(slab.shape):
+        value = slab_data[ijk]
+        where = np.argwhere(full_data == value)[0]  # the same voxel in the full file
+        world = slab.affine @ np.array([*ijk, 1.0])
+        np.testing.assert_allclose(world, full.affine @ np.array([*where, 1.0]))
+    with pytest.raises(InvalidInputError, match="outside"):
+        volume.grid.axial_slab(volume.num_slices)
+
+
 def test_spacing_follows_axes(tmp_path):
     data = np.zeros((10, 8, 6), np.int16)
     data[0, 0, 0] = 1

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from napari.experimental import link_layers, unlink_layers
 from napari.layers import Image, Labels, Vectors
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
@@ -100,6 +101,10 @@ class ExplorerWidget(QWidget):
         self.export_button = QPushButton("Export")
         self.export_button.setToolTip("Write I_DV, D, V, S0 and S_DV as NIfTI on the scan's grid")
         self.export_dir = QLineEdit(str(Path.home() / "advseg_export"))
+        self.export_slice = QCheckBox("Current slice only")
+        self.export_slice.setToolTip("Write the slice on screen alone, in its place in the scan")
+        self.displacement_mm: np.ndarray | None = None
+        self._linked: tuple[Image, Image] | None = None
         self.volume_button.clicked.connect(self.attack_volume)
         self.grid_button.toggled.connect(self.side_by_side)
         self.export_button.clicked.connect(self.export)
@@ -136,6 +141,7 @@ class ExplorerWidget(QWidget):
         layout.addLayout(actions)
         export = QFormLayout()
         export.addRow("Export folder", self.export_dir)
+        export.addRow("", self.export_slice)
         layout.addLayout(export)
         layout.addStretch()
 
@@ -279,7 +285,18 @@ class ExplorerWidget(QWidget):
             if stale or (key != "D" and layer.data.shape != shape):
                 self.layers[key] = self.viewer.add_layer(make())
         self.layers["I_DV"].contrast_limits = source.contrast_limits
+        self._link_contrast(source, self.layers["I_DV"])
+        self.displacement_mm = np.zeros((2, *shape), np.float32)
         self.refresh_choices()
+
+    def _link_contrast(self, source: Image, attacked: Image) -> None:
+        """I_DV follows I0's contrast limits and I0 follows I_DV's (napari layer linking)."""
+        if self._linked == (source, attacked):
+            return
+        if self._linked is not None:
+            unlink_layers(self._linked, ("contrast_limits",))
+        link_layers([source, attacked], ("contrast_limits",))
+        self._linked = (source, attacked)
 
     def _latents(self) -> tuple[np.ndarray, np.ndarray]:
         values = np.array([s.value() / SLIDER_STEPS for s in self.sliders], np.float32)
@@ -333,6 +350,8 @@ class ExplorerWidget(QWidget):
             "changed": (result.s0 != result.s_dv).astype(np.uint8),
         }
         self.layers["D"].data = displacement_vectors(result, self.session.volume.spacing)
+        if self.displacement_mm is not None:
+            self.displacement_mm[:, index] = result.displacement_mm
         for key, plane in updates.items():
             layer = self.layers[key]
             if key == "S0" and self._shown_s0 == index:
@@ -372,7 +391,12 @@ class ExplorerWidget(QWidget):
         grid.enabled = True
 
     def export(self) -> list[Path]:
-        """Write the explorer's volumes as NIfTI on the scan's own grid; return the paths."""
+        """Write I_DV, V, D, S0 and S_DV as NIfTI on the scan's own grid; return the paths.
+
+        The whole volume (slices not yet attacked hold I0 and empty segmentations; press
+        *All slices* first to attack them all), or with *Current slice only* the slice on screen,
+        one voxel thick, in its place in the scan.
+        """
         if self.session is None:
             show_error("Start exploring before exporting.")
             return []
@@ -381,16 +405,25 @@ class ExplorerWidget(QWidget):
         grid = grid or volume.grid
         folder = Path(self.export_dir.text()).expanduser()
         stem = volume.name
+        chosen = slice(None)
+        if self.export_slice.isChecked():
+            index = self.current_slice()
+            grid = grid.axial_slab(index)
+            chosen = slice(index, index + 1)
+            stem = f"{stem}_slice{index}"
+        displacement = self.displacement_mm
         outputs = {
             "IDV": (self.layers["I_DV"].data, np.int16),
             "V_HU": (self.layers["V"].data, np.float32),
+            "Dx_mm": (displacement[0], np.float32),
+            "Dy_mm": (displacement[1], np.float32),
             "absD_mm": (self.layers["|D|"].data, np.float32),
             "S0": (self.layers["S0"].data, np.uint8),
             "SDV": (self.layers["S_DV"].data, np.uint8),
         }
         try:
             paths = [
-                write_nifti(folder / f"{stem}_{key}.nii.gz", data, grid, dtype)
+                write_nifti(folder / f"{stem}_{key}.nii.gz", data[chosen], grid, dtype)
                 for key, (data, dtype) in outputs.items()
             ]
         except (AdvsegError, OSError) as error:

@@ -64,6 +64,23 @@ class SourceGrid:
             xyz[axis] = size
         return (xyz[2], xyz[1], xyz[0])
 
+    def axial_slab(self, index: int) -> SourceGrid:
+        """The grid of canonical slice ``index`` alone: one voxel thick, in its place in space.
+
+        A (1, y, x) array written on it overlays that slice of the source in any viewer.
+        """
+        transform = self._to_canonical()
+        axis = int(np.flatnonzero(transform[:, 0] == 2)[0])  # the file axis that is canonical z
+        size = self.shape[axis]
+        if not 0 <= index < size:
+            raise InvalidInputError(f"Slice {index} is outside the volume's {size} slices.")
+        voxel = index if transform[axis, 1] > 0 else size - 1 - index
+        shift = np.eye(4)
+        shift[axis, 3] = voxel
+        shape = list(self.shape)
+        shape[axis] = 1
+        return SourceGrid(self.affine @ shift, (shape[0], shape[1], shape[2]))
+
     def canonical_spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along canonical (z, y, x)."""
         zooms = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))

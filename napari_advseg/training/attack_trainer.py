@@ -25,7 +25,7 @@ from ..data.volume import Volume
 from ..errors import InvalidInputError
 from ..evaluation.metrics import overall_mean
 from ..inference import to_model_grid
-from ..nets.attacker import Attacker, AttackerConfig
+from ..nets.attacker import Attacker, AttackerConfig, AttackOutput, Encoding
 from ..nets.critic import Critic, CriticConfig
 from ..segmentation import SegmentationModel
 from . import losses
@@ -57,6 +57,10 @@ class AttackTrainingConfig:
         Weights of eq. 2 (paper: 0.1 and 0.01).
     kl_weight
         Weight of KL(q(z|I0) || N(0, I)); 0 is the paper-exact eq. 6.
+    diversity_weight, diversity_cap_d, diversity_cap_v
+        Our option (0: off, the paper): reward the decoders for giving different D and V to
+        different latent draws (:func:`losses.diversity`), capped at ``cap_d`` pixels and
+        ``cap_v`` intensity units per unit of z.
     per_organ
         Our option: eq. 4 with one target per organ (:func:`losses.organ_xi_loss`) instead of
         one for the mask of all organs (the paper, default).
@@ -79,6 +83,9 @@ class AttackTrainingConfig:
     lambda_d: float = 0.1
     lambda_v: float = 0.01
     kl_weight: float = 0.01
+    diversity_weight: float = 0.0
+    diversity_cap_d: float = 0.5
+    diversity_cap_v: float = 0.05
     per_organ: bool = False
     learning_rate: float = 1e-4
     rmsprop_alpha: float = 0.9
@@ -97,8 +104,11 @@ class AttackTrainingConfig:
     def __post_init__(self) -> None:
         if self.reference not in losses.REFERENCES:
             raise InvalidInputError(f"reference must be one of {losses.REFERENCES}.")
-        if self.xi < 0 or min(self.lambda_d, self.lambda_v, self.kl_weight) < 0:
-            raise InvalidInputError("xi, lambda_D, lambda_V and the KL weight must be >= 0.")
+        weights = (self.lambda_d, self.lambda_v, self.kl_weight, self.diversity_weight)
+        if self.xi < 0 or min(weights) < 0:
+            raise InvalidInputError(
+                "xi, lambda_D, lambda_V, the KL weight and the diversity weight must be >= 0."
+            )
         if min(self.steps, self.batch_size, self.crop_size, self.critic_steps) < 1:
             raise InvalidInputError("steps, batch size, crop size and critic steps must be >= 1.")
 
@@ -354,7 +364,10 @@ class AttackTrainer(StoppableTrainer):
         real = bank.sample(cfg.batch_size, rng).to(device)
         with torch.no_grad():
             s0 = torch.softmax(segment_logits(seg, real), dim=1)
-        output, posterior = attacker(real, generator)
+        encoding = attacker.encode(real)
+        posterior = encoding.posterior
+        z_d, z_v = attacker.sample_latents(posterior, "posterior", 1.0, generator)
+        output = attacker.decode(encoding, real, z_d, z_v)
         reference = losses.segmentation_reference(s0, output.displacement, cfg.reference)
         logits_dv = segment_logits(seg, output.image)
         xent = losses.masked_cross_entropy(reference, logits_dv)
@@ -373,6 +386,10 @@ class AttackTrainer(StoppableTrainer):
             "intensity": losses.intensity_penalty(output.intensity, cfg.lambda_v),
             "kl": cfg.kl_weight * losses.kl_divergence(posterior),
         }
+        if cfg.diversity_weight > 0:
+            terms["diversity"] = -cfg.diversity_weight * self._diversity(
+                attacker, encoding, real, (z_d, z_v), output, generator
+            )
         for parameter in critic.parameters():
             parameter.requires_grad_(True)
         total = sum(terms.values())
@@ -383,6 +400,31 @@ class AttackTrainer(StoppableTrainer):
         values["total"] = float(total.detach())
         values["masked_xent"] = float(xent.detach().mean())
         return values
+
+    def _diversity(
+        self,
+        attacker: Attacker,
+        encoding: Encoding,
+        real: torch.Tensor,
+        latents: tuple[torch.Tensor, torch.Tensor],
+        output: AttackOutput,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """The diversity of a second posterior draw against the first, summed over live fields."""
+        cfg = self.config
+        z_d, z_v = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
+        other = attacker.decode(encoding, real, z_d, z_v)
+        total = real.new_zeros(())
+        mode = attacker.config.mode
+        if mode != "v":
+            total = total + losses.diversity(
+                output.displacement, other.displacement, latents[0], z_d, cfg.diversity_cap_d
+            )
+        if mode != "d":
+            total = total + losses.diversity(
+                output.intensity, other.intensity, latents[1], z_v, cfg.diversity_cap_v
+            )
+        return total
 
     @torch.no_grad()
     def _progress(

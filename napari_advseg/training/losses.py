@@ -9,6 +9,9 @@ How each term is averaged (the paper gives sums without saying):
 - eq. 4: ``(xi - f_xent^M)^2`` per image, then the mean over the batch.
 - eq. 3: WGAN losses as differences of the critic's batch means.
 - KL(q(z | I0) || N(0, I)): summed over latent dimensions, mean over the batch, for both latents.
+- diversity (our option, off in the paper): for two latent draws on the same image,
+  ``min(mean|field_1 - field_2| / (cap * mean|z_1 - z_2|), 1)`` per image, mean over the batch,
+  as in diversity-sensitive conditional GANs (Yang et al. 2019); the generator maximises it.
 """
 
 from __future__ import annotations
@@ -113,6 +116,24 @@ def gradient_penalty(
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+def diversity(
+    field_a: torch.Tensor,
+    field_b: torch.Tensor,
+    z_a: torch.Tensor,
+    z_b: torch.Tensor,
+    cap: float,
+) -> torch.Tensor:
+    """How much a field changes per unit change of its latent, as a fraction of ``cap``, at most 1.
+
+    Without it nothing in eq. 6 rewards the decoders for using z, and different latent draws
+    collapse to the same attack. The term saturates once draws differ by ``cap`` (field units per
+    unit of z), so it cannot grow the fields without bound; it is to be maximised.
+    """
+    change = (field_a - field_b).abs().flatten(1).mean(dim=1)
+    distance = (z_a - z_b).abs().mean(dim=1).clamp_min(1e-6)
+    return (change / (cap * distance)).clamp_max(1.0).mean()
 
 
 def kl_divergence(posterior: Posterior) -> torch.Tensor:

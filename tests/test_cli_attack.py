@@ -135,3 +135,29 @@ def test_sweep_with_existing_attackers(trained_seg_dir, attackers, case, tmp_pat
         assert (out / name).is_file(), name
     extra = json.loads((out / "rows.json").read_text())
     assert extra["latent_diversity"]["samples"] == 8
+    assert extra["headline"]["xi"] == rows[-1]["matched_xi"]
+    assert [draw["seed"] for draw in extra["posterior_draws"]] == [1, 2]
+    assert set(extra["posterior_draws"][0]["decrease_warped"]) == set(learned["dice"])
+
+
+def _row(xi, p, success, mode="dv"):
+    organs = ("pancreas", "kidneys", "liver", "spleen")
+    success_warped = dict(zip(organs, success, strict=True))
+    return {"xi": xi, "mode": mode, "p": p, "success_warped": success_warped}
+
+
+def test_headline_row_is_the_smallest_xi_that_meets_the_bar():
+    from napari_advseg.evaluation.sweep import headline_row
+
+    rows = [
+        _row(None, None, (None,) * 4, mode=None),
+        _row(1.0, 0.05, (True, True, False, True)),
+        _row(3.0, 0.09, (True, True, True, True)),
+        _row(2.5, 0.08, (True, True, True, None)),  # an organ absent does not count against it
+        _row(2.0, 0.12, (True, True, True, True)),  # p too high
+        _row(2.0, 0.02, (True,) * 4, mode="v"),  # not D+V
+    ]
+    row, meets = headline_row(rows)
+    assert meets and row["xi"] == 2.5
+    row, meets = headline_row(rows[:2] + rows[4:])
+    assert not meets and row["xi"] == 2.0

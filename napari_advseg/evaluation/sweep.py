@@ -57,6 +57,31 @@ def attack_row(label: str, xi: float | None, mode: str, report: AttackReport) ->
     }
 
 
+MAX_PERCEPTIBILITY = 0.1
+"""The p that the headline attack must stay under (issue 3's bar; the paper's attacks sit near)."""
+
+
+def headline_row(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+    """The D+V row to report, and whether it meets the 30 % rule at low p.
+
+    The smallest xi at which every organ meets the 30 % rule under the anatomy-consistent
+    reference with p <= :data:`MAX_PERCEPTIBILITY`, and ``True``; when no row does, the row
+    nearest xi = 2 (the paper's choice) and ``False``.
+    """
+    sweep = sorted((r for r in rows if r["mode"] == "dv" and r["xi"] is not None), key=_xi)
+    for row in sweep:
+        success = [v for v in row["success_warped"].values() if v is not None]
+        if success and all(success) and row["p"] <= MAX_PERCEPTIBILITY:
+            return row, True
+    if not sweep:
+        return None, False
+    return min(sweep, key=lambda r: abs(r["xi"] - 2.0)), False
+
+
+def _xi(row: dict[str, Any]) -> float:
+    return float(row["xi"])
+
+
 @torch.no_grad()
 def latent_diversity(
     attack: LearnedAttack, images: torch.Tensor, samples: int = 8

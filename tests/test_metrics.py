@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_advseg.data.splits import split_subjects
+from napari_advseg.data.splits import hold_out_slab, split_subjects
+from napari_advseg.data.volume import Volume
 from napari_advseg.errors import InvalidInputError
 from napari_advseg.evaluation.metrics import dice_per_label, dice_per_slice, mean_dice, overall_mean
 from napari_advseg.labels import DEFAULT_LABEL_MAP, LabelMap
@@ -60,6 +61,24 @@ def test_splits_are_by_subject_and_follow_the_paper():
     assert split == split_subjects(150) and split != split_subjects(150, seed=1)
     with pytest.raises(InvalidInputError):
         split_subjects(2)
+
+
+def test_one_scan_holds_out_a_middle_slab_of_labelled_slices():
+    labels = np.zeros((30, 8, 8), np.uint8)
+    labels[5:25, 2:6, 2:6] = 3  # 20 labelled slices
+    image = np.arange(30, dtype=np.float32)[:, None, None] * np.ones((30, 8, 8), np.float32)
+    volume = Volume(image, (3.0, 1.0, 1.0), labels, name="scan")
+    train, val = hold_out_slab(volume)
+    assert [v.num_slices for v in val] == [4]  # 20 % of the labelled slices
+    assert val[0].image[:, 0, 0].tolist() == [13.0, 14.0, 15.0, 16.0]  # in the middle
+    seen = sorted(float(z) for v in [*train, *val] for z in v.image[:, 0, 0])
+    assert seen == list(range(30))  # every slice in exactly one part
+    assert "validation slices 13-16" in val[0].name and all(
+        v.spacing == volume.spacing for v in train
+    )
+    few = Volume(image, (3.0, 1.0, 1.0), np.where(np.arange(30)[:, None, None] < 3, labels, 0))
+    few.labels[:3, 2:6, 2:6] = 1
+    assert hold_out_slab(few) == ([few], [])
 
 
 def test_label_map_round_trip_and_colors():

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..data.splits import hold_out_slab
 from ..errors import AdvsegError
 from ..nets.attacker import AttackerConfig
 from ..segmentation import load_segmentation_model
@@ -47,6 +48,15 @@ PLOT_EVERY = 5
 """Redraw the loss plot every this many steps."""
 
 
+def _weight_box(value: float) -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setDecimals(4)
+    box.setRange(0.0, 100.0)
+    box.setSingleStep(0.01)
+    box.setValue(value)
+    return box
+
+
 class TrainingWidget(QWidget):
     """Train f_seg on the image and labels layers, or an attacker on the image layer."""
 
@@ -58,6 +68,7 @@ class TrainingWidget(QWidget):
         self.bar: progress | None = None
         self.history: dict[str, list[float]] = {}
         self.last_event: Any = None
+        self.split_note = ""
 
         self.kind = QComboBox()
         self.kind.addItems(KINDS)
@@ -76,6 +87,16 @@ class TrainingWidget(QWidget):
         self.xi.setValue(2.0)
         self.mode = QComboBox()
         self.mode.addItems(["dv", "d", "v"])
+        defaults = AttackTrainingConfig()
+        self.lambda_d = _weight_box(defaults.lambda_d)
+        self.lambda_v = _weight_box(defaults.lambda_v)
+        self.latent_d = QSpinBox()
+        self.latent_v = QSpinBox()
+        for box in (self.latent_d, self.latent_v):
+            box.setRange(1, 64)
+            box.setValue(AttackerConfig().latent_dim_d)
+        self.seg_path = QLineEdit()
+        self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint folder / TorchScript file")
         self.device = QComboBox()
         self.device.addItems(list(DEVICE_CHOICES))
         self.out = QLineEdit(str(Path.home() / "advseg_runs" / "model"))
@@ -94,6 +115,11 @@ class TrainingWidget(QWidget):
         form.addRow("Batch size", self.batch)
         form.addRow("xi (attacker)", self.xi)
         form.addRow("Mode (attacker)", self.mode)
+        form.addRow("lambda_D (attacker)", self.lambda_d)
+        form.addRow("lambda_V (attacker)", self.lambda_v)
+        form.addRow("z_D dimensions", self.latent_d)
+        form.addRow("z_V dimensions", self.latent_v)
+        form.addRow("Model to attack", self.seg_path)
         form.addRow("Device", self.device)
         form.addRow("Checkpoint folder", self.out)
         buttons = QHBoxLayout()
@@ -112,6 +138,11 @@ class TrainingWidget(QWidget):
             self.batch,
             self.xi,
             self.mode,
+            self.lambda_d,
+            self.lambda_v,
+            self.latent_d,
+            self.latent_v,
+            self.seg_path,
             self.device,
             self.out,
             self.start_button,
@@ -131,23 +162,35 @@ class TrainingWidget(QWidget):
         out = Path(self.out.text()).expanduser()
         device = self.device.currentText()
         select_device(device)
+        steps = self.steps.value()
         if self.kind.currentText() == KINDS[0]:
-            volume.require_labels()
+            train, val = hold_out_slab(volume)
+            epochs = max(1, min(10, steps // 50))  # validate (and keep the best) up to 10 times
             config = SegTrainingConfig(
-                epochs=1,
-                steps_per_epoch=self.steps.value(),
+                epochs=epochs,
+                steps_per_epoch=-(-steps // epochs),
                 batch_size=self.batch.value(),
                 device=device,
             )
-            return SegTrainer(out, [volume], [], config=config)
+            self.split_note = (
+                f"validation: {val[0].name}" if val else "too few labelled slices to validate"
+            )
+            return SegTrainer(out, train, val, config=config)
         config = AttackTrainingConfig(
             xi=self.xi.value(),
-            steps=self.steps.value(),
+            lambda_d=self.lambda_d.value(),
+            lambda_v=self.lambda_v.value(),
+            steps=steps,
             batch_size=self.batch.value(),
             device=device,
         )
-        attacker = AttackerConfig(mode=self.mode.currentText())
-        return AttackTrainer(out, load_segmentation_model(), [volume], attacker, config=config)
+        attacker = AttackerConfig(
+            self.latent_d.value(), self.latent_v.value(), mode=self.mode.currentText()
+        )
+        seg_path = self.seg_path.text().strip()
+        seg = load_segmentation_model(Path(seg_path).expanduser() if seg_path else None)
+        self.split_note = f"attacking {seg.name}"
+        return AttackTrainer(out, seg, [volume], attacker, config=config)
 
     def start(self) -> None:
         """Start training in a worker thread."""
@@ -177,7 +220,10 @@ class TrainingWidget(QWidget):
         if isinstance(event, TrainingStarted):
             self.bar = progress(total=event.total_steps, desc="advseg training")
             self.bar.update(event.start_step)
-            self.status.setText(f"Training on {event.device}, {event.num_parameters:,} parameters")
+            self.status.setText(
+                f"Training on {event.device}, {event.num_parameters:,} parameters; "
+                + self.split_note
+            )
         elif isinstance(event, StepCompleted):
             for name, value in event.losses.items():
                 self.history.setdefault(name, []).append(value)

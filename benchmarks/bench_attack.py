@@ -1,6 +1,6 @@
 """Attacker benchmarks: generator latency, a training step, and the cost of a successful attack.
 
-Run: ``.venv/bin/python benchmarks/bench_attack.py [--attacker models/attacker_dv_xi2]``.
+Run: ``.venv/bin/python benchmarks/bench_attack.py [--attacker models/attacker_dv_xi2.5]``.
 Without a shipped attacker the latency and training-step figures use random weights and the
 comparison with per-image optimisation is skipped. Prints figures and ratios; asserts nothing.
 """
@@ -51,22 +51,38 @@ def bench_latency(loaded: LoadedAttacker, repeats: int) -> None:
         )
 
 
+SWEEP_SETTINGS = {
+    "gradient_penalty": 10.0,
+    "per_organ": True,
+    "diversity_weight": 0.3,
+    "diversity_cap_v": 0.02,
+}
+"""The settings of ``scripts/build_attackers.sh`` beyond the paper's."""
+
+
 def bench_training_step(steps: int) -> None:
     seg = load_segmentation_model()
     volumes = [PhantomCohort().subject(i) for i in range(2)]
-    config = AttackTrainingConfig(
-        steps=steps + 2, device="cpu", monitor_every=10_000, checkpoint_every=10_000
-    )
-    stamps = [
-        time.perf_counter()
-        for e in AttackTrainer("/tmp/advseg_bench_attack", seg, volumes, config=config).run()
-        if isinstance(e, StepCompleted)
-    ]
-    step = statistics.median(np.diff(stamps[1:]))
-    print(
-        f"attacker training step (batch {config.batch_size} x {config.crop_size}^2, "
-        f"{config.critic_steps} critic steps): {step:.2f} s"
-    )
+    medians = []
+    for label, extra in (("paper (weight clipping)", {}), ("sweep settings", SWEEP_SETTINGS)):
+        config = AttackTrainingConfig(
+            steps=steps + 2,
+            device="cpu",
+            monitor_every=10_000,
+            checkpoint_every=10_000,
+            **extra,
+        )
+        stamps = [
+            time.perf_counter()
+            for e in AttackTrainer("/tmp/advseg_bench_attack", seg, volumes, config=config).run()
+            if isinstance(e, StepCompleted)
+        ]
+        medians.append(statistics.median(np.diff(stamps[1:])))
+        print(
+            f"attacker training step, {label} (batch {config.batch_size} x "
+            f"{config.crop_size}^2, {config.critic_steps} critic steps): {medians[-1]:.2f} s"
+        )
+    print(f"  ratio sweep settings / paper: {medians[1] / medians[0]:.2f}")
 
 
 def slice_success(seg, images, displacement, intensity) -> np.ndarray:
@@ -115,7 +131,7 @@ def bench_success_cost(loaded: LoadedAttacker, slices: int, opt_steps: int) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--attacker", type=Path, default=models_dir() / "attacker_dv_xi2")
+    parser.add_argument("--attacker", type=Path, default=models_dir() / "attacker_dv_xi2.5")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--slices", type=int, default=16)

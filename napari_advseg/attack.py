@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .class_map import class_map
 from .data.resample import resize_images
 from .data.volume import Volume
 from .evaluation.attack_eval import SliceBatch, attack_slices
@@ -62,8 +63,8 @@ def to_source_grid(
         "attacked_hu": stats.denormalize(resize_images(batch.attacked, size)[:, 0].numpy()),
         "displacement_mm": resize_images(batch.displacement * millimetres, size).numpy(),
         "intensity_hu": resize_images(batch.intensity, size)[:, 0].numpy() * stats.std,
-        "s0": resize_images(batch.probabilities_s0, size).argmax(dim=1).numpy().astype(np.uint8),
-        "s_dv": resize_images(batch.probabilities_dv, size).argmax(dim=1).numpy().astype(np.uint8),
+        "s0": class_map(resize_images(batch.probabilities_s0, size)).numpy().astype(np.uint8),
+        "s_dv": class_map(resize_images(batch.probabilities_dv, size)).numpy().astype(np.uint8),
     }
 
 

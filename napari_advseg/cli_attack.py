@@ -10,7 +10,7 @@ from typing import Any
 from ._cli_common import add_data_arguments, check_data_choice, eval_volumes, with_progress
 from .errors import InvalidInputError
 
-DEFAULT_ATTACKER = "attacker_dv_xi2"
+DEFAULT_ATTACKER = "attacker_dv_xi2.5"
 SWEEP_XI = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 

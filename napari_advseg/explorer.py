@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .attack import to_source_grid
+from .class_map import class_map
 from .data.volume import Volume
 from .errors import InvalidInputError
 from .evaluation.attack_eval import SliceBatch, attack_success, dice_decrease, warp_labels
@@ -146,8 +147,8 @@ class ExplorerSession:
         crop = self.slices.crop
         batch = SliceBatch(
             *(crop(t).cpu() for t in (image, displacement, intensity, attacked)),
-            crop(p0).argmax(dim=1).cpu(),
-            crop(pdv).argmax(dim=1).cpu(),
+            class_map(crop(p0)).cpu(),
+            class_map(crop(pdv)).cpu(),
             crop(p0).cpu(),
             crop(pdv).cpu(),
         )

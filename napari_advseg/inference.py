@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .class_map import class_map
 from .data.normalization import NormalizationStats
 from .data.resample import grid_shape, resize_images, resize_labels
 from .data.slices import Crop, pad_to_multiple
@@ -95,4 +96,4 @@ def predict_probabilities(
 def segment_volume(model: SegmentationModel, volume: Volume, batch_size: int = 16) -> np.ndarray:
     """Label volume (Z, Y, X) uint8 predicted by ``model`` on ``volume``'s own grid."""
     probabilities = predict_probabilities(model, to_model_grid(volume, model.spec), batch_size)
-    return probabilities.argmax(dim=1).numpy().astype(np.uint8)
+    return class_map(probabilities).numpy().astype(np.uint8)

@@ -37,6 +37,11 @@ def test_sliders_update_aligned_layers(explorer, qtbot):
     )
     assert not np.array_equal(widget.layers["I_DV"].data[25], before["I_DV"])
     assert "p = " in widget.metrics.text()
+    thumbnail = np.array(widget.layers["V"].thumbnail)
+    widget.sliders[10].setValue(-300)  # thumbnails follow once the drag pauses
+    qtbot.waitUntil(
+        lambda: not np.array_equal(widget.layers["V"].thumbnail, thumbnail), timeout=5000
+    )
     assert widget.layers["S_DV"].metadata[GRID_KEY] is source.metadata[GRID_KEY]
     source.contrast_limits = (-200.0, 300.0)  # linked: I_DV follows I0, and back
     assert tuple(widget.layers["I_DV"].contrast_limits) == (-200.0, 300.0)

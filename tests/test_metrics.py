@@ -90,3 +90,17 @@ def test_label_map_round_trip_and_colors():
     assert blue[2] > blue[0] and green[1] > green[0] and red[0] > red[1] and orange[0] > orange[2]
     with pytest.raises(InvalidInputError, match="ids must be 1, 2"):
         LabelMap.from_dict({"labels": [{"id": 2, "name": "x", "color": [0, 0, 0]}]})
+
+
+def test_class_map_is_argmax_with_ties_to_the_lowest_class():
+    import torch
+
+    from napari_advseg.class_map import class_map
+
+    scores = torch.randn(3, 5, 17, 19)
+    scores[0, :, 0, 0] = 1.0  # a five-way tie
+    scores[1, 2:4, 1, 1] = 9.0  # a tie between classes 2 and 3
+    strided = torch.randn(2, 5, 24, 24)[..., 3:20, 2:21]
+    for tensor in (scores, strided):
+        assert torch.equal(class_map(tensor), tensor.argmax(dim=1))
+    assert class_map(scores)[0, 0, 0] == 0 and class_map(scores)[1, 1, 1] == 2

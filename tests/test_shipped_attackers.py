@@ -13,6 +13,7 @@ from napari_advseg.training.attacker_io import load_attacker
 SHIPPED = {
     "attacker_dv_xi1": ("dv", 1.0),
     "attacker_dv_xi2": ("dv", 2.0),
+    "attacker_dv_xi2.5": ("dv", 2.5),  # the sweep's headline: every organ -30 % at p <= 0.1
     "attacker_dv_xi3": ("dv", 3.0),
     "attacker_d_xi2": ("d", 2.0),
     "attacker_v_xi2": ("v", 2.0),

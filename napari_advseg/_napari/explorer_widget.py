@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 VECTOR_LENGTH = 3.0
 """Arrows of D are drawn this many times longer than the displacement (it is often < 1 px)."""
 
+THUMBNAIL_DELAY_MS = 300
+"""Layer-list thumbnails are redrawn this long after the last change, not on every step."""
+
 SLIDER_STEPS = 100
 """Slider ticks per prior standard deviation; the range is +-3 standard deviations."""
 
@@ -65,7 +68,7 @@ class ExplorerWidget(QWidget):
         self.labels_box = self.choice.labels_box
         self.attacker_box = QComboBox()
         self.attacker_box.addItems(sorted(p.name for p in models_dir().glob("attacker_*")))
-        index = self.attacker_box.findText("attacker_dv_xi2")
+        index = self.attacker_box.findText("attacker_dv_xi2.5")
         self.attacker_box.setCurrentIndex(max(index, 0))
         self.seg_path = QLineEdit()
         self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint folder / TorchScript file")
@@ -92,6 +95,10 @@ class ExplorerWidget(QWidget):
         self.timer.setSingleShot(True)
         self.timer.setInterval(15)
         self.timer.timeout.connect(self.update_slice)
+        self.thumbnail_timer = QTimer(self)
+        self.thumbnail_timer.setSingleShot(True)
+        self.thumbnail_timer.setInterval(THUMBNAIL_DELAY_MS)
+        self.thumbnail_timer.timeout.connect(self.refresh_thumbnails)
         self._seed = 0
         self.volume_button = QPushButton("All slices")
         self.volume_button.setToolTip("Attack every slice with the current latents")
@@ -349,7 +356,7 @@ class ExplorerWidget(QWidget):
             "S_DV": result.s_dv,
             "changed": (result.s0 != result.s_dv).astype(np.uint8),
         }
-        self.layers["D"].data = displacement_vectors(result, self.session.volume.spacing)
+        self._show_vectors(displacement_vectors(result, self.session.volume.spacing))
         if self.displacement_mm is not None:
             self.displacement_mm[:, index] = result.displacement_mm
         for key, plane in updates.items():
@@ -357,10 +364,31 @@ class ExplorerWidget(QWidget):
             if key == "S0" and self._shown_s0 == index:
                 continue  # S0 depends on the slice only, not on the latents
             layer.data[index] = plane
-            layer.refresh()
+            layer.refresh(thumbnail=False, extent=False)  # same shape; thumbnails come later
+        self.thumbnail_timer.start()
         self._shown_s0 = index
         self.metrics.setText(metrics_html(result))
         return result
+
+    def _show_vectors(self, vectors: np.ndarray) -> None:
+        """Update the arrows of D in place when their grid is unchanged.
+
+        The data setter of a vectors layer recomputes its extent and thumbnail, which took longer
+        than the whole attack.
+        """
+        layer = self.layers["D"]
+        if layer.data.shape != vectors.shape:
+            layer.data = vectors
+            return
+        moved = not np.array_equal(layer.data[:, 0], vectors[:, 0])
+        layer.data[...] = vectors
+        layer.refresh(thumbnail=False, extent=moved)
+
+    def refresh_thumbnails(self) -> None:
+        """Bring the layer list's thumbnails up to date once a drag has paused."""
+        for layer in self.layers.values():
+            if layer in self.viewer.layers:
+                layer.refresh(data_displayed=False, highlight=False, extent=False)
 
     def attack_volume(self) -> None:
         """Attack every slice with the sliders' latents (the same latents on every slice)."""

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..class_map import class_map
 from ..data.slices import Crop
 from ..data.volume import Volume
 from ..inference import ModelGridSlices, labels_to_model_grid, to_model_grid
@@ -70,8 +71,8 @@ def attack_slices(
             crop(displacement).cpu(),
             crop(intensity).cpu(),
             crop(attacked).cpu(),
-            crop(p0).argmax(dim=1).cpu(),
-            crop(pdv).argmax(dim=1).cpu(),
+            class_map(crop(p0)).cpu(),
+            class_map(crop(pdv)).cpu(),
             crop(p0).cpu(),
             crop(pdv).cpu(),
         )
@@ -80,7 +81,7 @@ def attack_slices(
 def warp_labels(labels: torch.Tensor, displacement: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Move a label map with D: bilinear warp of its one-hot map, then argmax."""
     one_hot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).float()
-    return warp(one_hot, displacement).argmax(dim=1)
+    return class_map(warp(one_hot, displacement))
 
 
 def dice_decrease(

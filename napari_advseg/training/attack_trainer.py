@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..class_map import class_map
 from ..data.slices import pad_to_multiple
 from ..data.volume import Volume
 from ..errors import InvalidInputError
@@ -177,7 +178,7 @@ def _organ_pixels(seg_model: SegmentationModel, images: torch.Tensor) -> torch.T
     counts = []
     for start in range(0, images.shape[0], 16):
         batch, crop = pad_to_multiple(images[start : start + 16], seg_model.spec.input_multiple)
-        prediction = crop(seg_model(batch.to(seg_model.device))).argmax(dim=1)
+        prediction = class_map(crop(seg_model(batch.to(seg_model.device))))
         counts.append((prediction > 0).sum(dim=(1, 2)).cpu())
     return torch.cat(counts)
 
@@ -436,8 +437,8 @@ class AttackTrainer(StoppableTrainer):
         output = attacker.decode(encoding, images, z_d, z_v)
         s0 = torch.softmax(segment_logits(seg, images), dim=1)
         reference = losses.segmentation_reference(s0, output.displacement, self.config.reference)
-        s_dv = segment_logits(seg, output.image).argmax(dim=1)
-        drop = dice_drop(seg, s0.argmax(dim=1), reference.argmax(dim=1), s_dv)
+        s_dv = class_map(segment_logits(seg, output.image))
+        drop = dice_drop(seg, class_map(s0), class_map(reference), s_dv)
         p = float((output.image - images).abs().mean())
         return AttackProgress(step, drop, overall_mean(drop), p)
 

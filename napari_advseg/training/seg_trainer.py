@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..class_map import class_map
 from ..data.normalization import Normalization
 from ..data.slices import sample_patch_origins
 from ..data.volume import Volume
@@ -159,7 +160,7 @@ def evaluate_dice(model: SegmentationModel, volumes: Sequence[Volume]) -> dict[s
     rows = []
     for volume in volumes:
         probabilities = predict_probabilities(model, to_model_grid(volume, model.spec))
-        prediction = probabilities.argmax(dim=1).numpy()
+        prediction = class_map(probabilities).numpy()
         rows.append(dice_per_label(prediction, volume.require_labels(), model.spec.label_map))
     return mean_dice(rows, model.spec.label_map.names)
 

@@ -16,6 +16,7 @@ def main(path: str = "docs/app_explorer.png") -> None:
     widget = set_up(viewer)
     widget.sliders[10].setValue(200)
     widget.update_slice()
+    widget.refresh_thumbnails()  # the widget redraws them once a drag pauses
     for name in ("abdomen_ct_ts", "abdomen_ct_ts V", "abdomen_ct_ts S0"):
         viewer.layers[name].visible = False
     viewer.reset_view()

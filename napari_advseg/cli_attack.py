@@ -211,6 +211,7 @@ def _sweep(args: argparse.Namespace) -> None:
         headline_row,
         latent_diversity,
         markdown_table,
+        nearest_row,
         write_outputs,
     )
     from .inference import to_model_grid
@@ -251,8 +252,9 @@ def _sweep(args: argparse.Namespace) -> None:
     if headline is not None:
         # The random baseline at matched p for the xi = 2 row and the headline row; the latent
         # diversity, and the damage of single posterior draws, for the headline attacker.
-        nearest_two = min((r for r in rows if r["mode"] == "dv"), key=lambda r: abs(r["xi"] - 2))
-        for row in sorted({id(r): r for r in (nearest_two, headline)}.values(), key=_xi):
+        nearest_two = nearest_row(rows)
+        matched = [headline] if nearest_two is headline else [nearest_two, headline]
+        for row in sorted(matched, key=lambda r: r["xi"]):
             random = RandomAttack(row["p"], "dv", seed=args.seed)
             report = evaluate_attack(seg, random, test)
             label = f"random D+V (p matched to xi = {row['xi']:g})"
@@ -264,13 +266,12 @@ def _sweep(args: argparse.Namespace) -> None:
         extra["latent_diversity"] = latent_diversity(
             LearnedAttack(loaded), images[middle - 4 : middle + 4]
         )
-        extra["posterior_draws"] = [
-            {
-                "seed": seed,
-                **_draw_summary(seg, LearnedAttack(loaded, "posterior", 1.0, seed), test),
-            }
-            for seed in (1, 2)
-        ]
+        extra["posterior_draws"] = []
+        for seed in (1, 2):
+            draw = LearnedAttack(loaded, "posterior", 1.0, seed)
+            summary = evaluate_attack(seg, draw, test).summary()
+            keys = ("decrease_warped", "success_warped", "p")
+            extra["posterior_draws"].append({"seed": seed, **{k: summary[k] for k in keys}})
         print(f"headline: xi = {headline['xi']:g} (every organ -30% at p <= 0.1: {meets})")
     organs = seg.spec.label_map.names
     written = write_outputs(rows, organs, args.out, extra)
@@ -280,17 +281,6 @@ def _sweep(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
         written.append(args.json)
     print("wrote " + ", ".join(str(p) for p in written))
-
-
-def _xi(row: dict[str, Any]) -> float:
-    return float(row["xi"])
-
-
-def _draw_summary(seg: Any, method: Any, volumes: list[Any]) -> dict[str, Any]:
-    from .evaluation.attack_eval import evaluate_attack
-
-    summary = evaluate_attack(seg, method, volumes).summary()
-    return {key: summary[key] for key in ("decrease_warped", "success_warped", "p")}
 
 
 def _generate(args: argparse.Namespace) -> None:

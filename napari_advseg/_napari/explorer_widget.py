@@ -110,7 +110,7 @@ class ExplorerWidget(QWidget):
         self.export_dir = QLineEdit(str(Path.home() / "advseg_export"))
         self.export_slice = QCheckBox("Current slice only")
         self.export_slice.setToolTip("Write the slice on screen alone, in its place in the scan")
-        self.displacement_mm: np.ndarray | None = None
+        self.displacement_mm = np.zeros((2, 0, 0, 0), np.float32)  # (2, z, y, x) once started
         self._linked: tuple[Image, Image] | None = None
         self.volume_button.clicked.connect(self.attack_volume)
         self.grid_button.toggled.connect(self.side_by_side)
@@ -357,8 +357,7 @@ class ExplorerWidget(QWidget):
             "changed": (result.s0 != result.s_dv).astype(np.uint8),
         }
         self._show_vectors(displacement_vectors(result, self.session.volume.spacing))
-        if self.displacement_mm is not None:
-            self.displacement_mm[:, index] = result.displacement_mm
+        self.displacement_mm[:, index] = result.displacement_mm
         for key, plane in updates.items():
             layer = self.layers[key]
             if key == "S0" and self._shown_s0 == index:

@@ -90,11 +90,15 @@ class TrainingWidget(QWidget):
         defaults = AttackTrainingConfig()
         self.lambda_d = _weight_box(defaults.lambda_d)
         self.lambda_v = _weight_box(defaults.lambda_v)
+        architecture = AttackerConfig()
         self.latent_d = QSpinBox()
         self.latent_v = QSpinBox()
-        for box in (self.latent_d, self.latent_v):
+        for box, size in (
+            (self.latent_d, architecture.latent_dim_d),
+            (self.latent_v, architecture.latent_dim_v),
+        ):
             box.setRange(1, 64)
-            box.setValue(AttackerConfig().latent_dim_d)
+            box.setValue(size)
         self.seg_path = QLineEdit()
         self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint folder / TorchScript file")
         self.device = QComboBox()

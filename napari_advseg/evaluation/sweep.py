@@ -61,6 +61,18 @@ MAX_PERCEPTIBILITY = 0.1
 """The p that the headline attack must stay under (issue 3's bar; the paper's attacks sit near)."""
 
 
+def dv_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The D+V attack rows, by increasing xi."""
+    return sorted(
+        (r for r in rows if r["mode"] == "dv" and r["xi"] is not None), key=lambda r: r["xi"]
+    )
+
+
+def nearest_row(rows: Sequence[dict[str, Any]], xi: float = 2.0) -> dict[str, Any] | None:
+    """The D+V row whose xi is nearest ``xi`` (the paper reports xi = 2), or None."""
+    return min(dv_rows(rows), key=lambda r: abs(r["xi"] - xi), default=None)
+
+
 def headline_row(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
     """The D+V row to report, and whether it meets the 30 % rule at low p.
 
@@ -68,18 +80,11 @@ def headline_row(rows: Sequence[dict[str, Any]]) -> tuple[dict[str, Any] | None,
     reference with p <= :data:`MAX_PERCEPTIBILITY`, and ``True``; when no row does, the row
     nearest xi = 2 (the paper's choice) and ``False``.
     """
-    sweep = sorted((r for r in rows if r["mode"] == "dv" and r["xi"] is not None), key=_xi)
-    for row in sweep:
+    for row in dv_rows(rows):
         success = [v for v in row["success_warped"].values() if v is not None]
         if success and all(success) and row["p"] <= MAX_PERCEPTIBILITY:
             return row, True
-    if not sweep:
-        return None, False
-    return min(sweep, key=lambda r: abs(r["xi"] - 2.0)), False
-
-
-def _xi(row: dict[str, Any]) -> float:
-    return float(row["xi"])
+    return nearest_row(rows), False
 
 
 @torch.no_grad()
@@ -167,9 +172,7 @@ def plot_sweep(rows: Sequence[dict[str, Any]], organs: Sequence[str], path: Path
 
     from ..labels import DEFAULT_LABEL_MAP
 
-    sweep = sorted(
-        (r for r in rows if r["mode"] == "dv" and r["xi"] is not None), key=lambda r: r["xi"]
-    )
+    sweep = dv_rows(rows)
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     xis = [r["xi"] for r in sweep]
     colors = {label.name: label.hex_color for label in DEFAULT_LABEL_MAP}

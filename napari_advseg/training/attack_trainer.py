@@ -411,21 +411,18 @@ class AttackTrainer(StoppableTrainer):
         output: AttackOutput,
         generator: torch.Generator,
     ) -> torch.Tensor:
-        """The diversity of a second posterior draw against the first, summed over live fields."""
+        """The diversity of a second posterior draw against the first, D's plus V's.
+
+        A field the mode switches off is zero for both draws and adds nothing.
+        """
         cfg = self.config
         z_d, z_v = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
         other = attacker.decode(encoding, real, z_d, z_v)
-        total = real.new_zeros(())
-        mode = attacker.config.mode
-        if mode != "v":
-            total = total + losses.diversity(
-                output.displacement, other.displacement, latents[0], z_d, cfg.diversity_cap_d
-            )
-        if mode != "d":
-            total = total + losses.diversity(
-                output.intensity, other.intensity, latents[1], z_v, cfg.diversity_cap_v
-            )
-        return total
+        return losses.diversity(
+            output.displacement, other.displacement, latents[0], z_d, cfg.diversity_cap_d
+        ) + losses.diversity(
+            output.intensity, other.intensity, latents[1], z_v, cfg.diversity_cap_v
+        )
 
     @torch.no_grad()
     def _progress(

@@ -11,3 +11,7 @@ class InvalidInputError(AdvsegError, ValueError):
 
 class CheckpointError(AdvsegError):
     """A checkpoint folder that is missing, corrupt, unsafe or of the wrong kind."""
+
+
+class ResourceError(AdvsegError):
+    """A request that needs more memory or disk than this machine has free."""

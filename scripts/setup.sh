@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Set up napari-advseg in ./.venv: torch (kept if already installed), the package with its
-# napari and testing extras, and, with --test, a virtual display (Xvfb) for the widget tests.
+# Set up napari-advseg in ./.venv: torch (an installed one is kept), the package with its napari
+# and testing extras, and, with --test, a virtual display (Xvfb) for the widget tests.
+#
+# Every pip call here goes through pip's own configuration (pip.conf, PIP_INDEX_URL,
+# PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, constraints): this script names no package index. To choose
+# a torch build (CPU-only, or a given CUDA version), set pip's index to the one PyTorch's install
+# selector names before running it, or set TORCH_SPEC (default: the tested release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want_test=0
@@ -10,19 +15,10 @@ python=${PYTHON:-python3}
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 
-# torch: an installed one (e.g. your CUDA build) is kept. Otherwise take a wheel that lies on
-# this machine's disk, if any (never a download), then the CUDA build only where there is an
-# NVIDIA GPU, else the CPU build from PyTorch's CPU index; never a multi-GB CUDA build on a CPU box.
+# torch: an installed one (your CUDA build, say) is kept. Otherwise the tested release, pinned: an
+# unpinned torch would take whatever build the newest release is (several GB of CUDA libraries).
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  if "${pip[@]}" --no-index --no-deps "torch>=2.1" 2>/dev/null; then
-    version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('torch'))")
-    "${pip[@]}" "torch==${version}"  # its dependencies
-  elif command -v nvidia-smi >/dev/null 2>&1; then
-    "${pip[@]}" "torch>=2.1"
-  else
-    "${pip[@]}" "torch>=2.1" --index-url https://download.pytorch.org/whl/cpu \
-      --extra-index-url https://pypi.org/simple
-  fi
+  "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
 fi
 
 "${pip[@]}" -e ".[napari,testing]"

@@ -22,7 +22,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from napari_advseg.data.phantom import PhantomConfig, generate_phantom
+from napari_advseg.errors import InvalidInputError
 from napari_advseg.labels import DEFAULT_LABEL_MAP
+from napari_advseg.validation import arg_float, arg_int, check_output_file
 
 # RGB 0-1 from the one label map: pancreas blue, kidneys green, liver orange, spleen red
 COLORS = {k: rgba[:3] for k, rgba in DEFAULT_LABEL_MAP.colors_rgba().items() if k}
@@ -42,11 +44,19 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.35) -> np.nd
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20, help="subjects to time (default 20)")
+    parser.add_argument(
+        "--n", type=arg_int(1, 1000), default=20, help="subjects to time (default 20)"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/phantom_subjects.png"))
-    parser.add_argument("--seeds", type=int, nargs=4, default=[0, 1, 2, 3])
-    parser.add_argument("--alpha", type=float, default=0.35, help="label overlay opacity")
+    parser.add_argument("--seeds", type=arg_int(0), nargs=4, default=[0, 1, 2, 3])
+    parser.add_argument(
+        "--alpha", type=arg_float(0.0, 1.0), default=0.35, help="label overlay opacity"
+    )
     args = parser.parse_args(argv)
+    try:
+        check_output_file(args.out, "--out", suffixes=(".png",))  # before the work, not after
+    except InvalidInputError as error:
+        parser.error(str(error))
 
     config = PhantomConfig()
     generate_phantom(10_000, config)  # warm-up (imports, caches)

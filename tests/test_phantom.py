@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from napari_advseg.data.phantom import PhantomConfig, generate_phantom
+from napari_advseg.errors import InvalidInputError
 
 PANCREAS, KIDNEYS, LIVER, SPLEEN = 1, 2, 3, 4
 ORGANS = (PANCREAS, KIDNEYS, LIVER, SPLEEN)
@@ -100,7 +101,7 @@ def test_contrast_phase_changes_intensity_not_anatomy(subjects):
     mixed = [generate_phantom(s, PhantomConfig((16, 64, 64))) for s in range(12)]
     livers = [float(img[lab == LIVER].mean()) for img, lab in mixed]
     assert min(livers) < 70 and max(livers) > 85  # native and enhanced subjects in one cohort
-    with pytest.raises(ValueError, match="contrast must be one of"):
+    with pytest.raises(InvalidInputError, match="contrast must be one of"):
         PhantomConfig(contrast="arterial")
 
 
@@ -188,6 +189,16 @@ def test_config_is_normalised_and_hashable():
         ({"noise_hu": -1.0}, "noise"),
     ],
 )
-def test_invalid_config_raises_value_error(kwargs, word):
-    with pytest.raises(ValueError, match=word):
+def test_invalid_config_raises_the_packages_error(kwargs, word):
+    # InvalidInputError is also a ValueError, so callers catching ValueError keep working.
+    with pytest.raises(InvalidInputError, match=word):
         generate_phantom(0, PhantomConfig(**kwargs))
+
+
+def test_package_keeps_the_public_names():
+    import napari_advseg.data.phantom as phantom
+    from napari_advseg.data.phantom import config, generate
+
+    assert phantom.__all__ == ["PhantomConfig", "generate_phantom"]
+    assert phantom.PhantomConfig is config.PhantomConfig
+    assert phantom.generate_phantom is generate.generate_phantom

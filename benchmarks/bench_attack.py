@@ -74,7 +74,9 @@ def bench_training_step(steps: int) -> None:
         )
         stamps = [
             time.perf_counter()
-            for e in AttackTrainer("/tmp/advseg_bench_attack", seg, volumes, config=config).run()
+            for e in AttackTrainer(
+                "/tmp/advseg_bench_attack", seg, volumes, config=config, overwrite=True
+            ).run()
             if isinstance(e, StepCompleted)
         ]
         medians.append(statistics.median(np.diff(stamps[1:])))

@@ -30,7 +30,7 @@ def bench_training(steps: int, batch: int, patch: int, out: str) -> None:
     config = SegTrainingConfig(
         epochs=1, steps_per_epoch=steps + 3, batch_size=batch, patch_size=patch, device="cpu"
     )
-    trainer = SegTrainer(out, volumes, [], architecture, config=config)
+    trainer = SegTrainer(out, volumes, [], architecture, config=config, overwrite=True)
     stamps = []
     for event in trainer.run():
         if isinstance(event, StepCompleted):

@@ -9,6 +9,7 @@ U-Net is loaded from a checkpoint folder; a user's own network from a TorchScrip
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 import zipfile
@@ -21,11 +22,15 @@ import torch
 from torch import nn
 
 from ._resources import models_dir
+from .class_map import class_map
 from .data.normalization import Normalization
-from .errors import CheckpointError, InvalidInputError
+from .data.slices import pad_to_multiple
+from .errors import AdvsegError, CheckpointError, InvalidInputError, ResourceError
 from .labels import DEFAULT_LABEL_MAP, LabelMap
 from .nets.unet import UNet, UNetConfig
-from .training.checkpoint import load_checkpoint, save_checkpoint, weights_sha256
+from .training.checkpoint import check_finite, load_checkpoint, save_checkpoint, weights_sha256
+from .training.schema import check_unet_config
+from .validation import check_integer, check_memory, check_number
 
 UNET_KIND = "segmentation/unet"
 DEFAULT_MODEL_NAME = "unet_default"
@@ -55,6 +60,22 @@ class ModelSpec:
     input_multiple: int = 8
     min_size: int = 16
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.label_map, LabelMap):
+            raise InvalidInputError(f"label_map must be a LabelMap, got {self.label_map!r}.")
+        if not isinstance(self.normalization, Normalization):
+            raise InvalidInputError(
+                f"normalization must be a Normalization, got {self.normalization!r}."
+            )
+        if len(self.pixel_spacing) != 2:
+            raise InvalidInputError(
+                f"pixel spacing must be two numbers (y, x), got {self.pixel_spacing!r}."
+            )
+        for value in self.pixel_spacing:
+            check_number(value, "pixel spacing (mm)", low=0.0, high=1000.0, low_open=True)
+        check_integer(self.input_multiple, "input_multiple", low=1, high=4096)
+        check_integer(self.min_size, "min_size", low=1, high=65536)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
@@ -68,13 +89,15 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
         """Inverse of :meth:`to_dict`."""
-        spacing = tuple(float(s) for s in data["pixel_spacing_mm"])
+        spacing = [check_number(s, "pixel spacing (mm)") for s in data["pixel_spacing_mm"]]
+        if len(spacing) != 2:
+            raise InvalidInputError(f"pixel spacing must be two numbers (y, x), got {spacing}.")
         return cls(
             label_map=LabelMap.from_dict(data["label_map"]),
             pixel_spacing=(spacing[0], spacing[1]),
             normalization=Normalization.from_dict(data["normalization"]),
-            input_multiple=int(data["input_multiple"]),
-            min_size=int(data["min_size"]),
+            input_multiple=check_integer(data["input_multiple"], "input_multiple"),
+            min_size=check_integer(data["min_size"], "min_size"),
         )
 
 
@@ -92,6 +115,10 @@ class SegmentationModel:
         A short name for messages and layer names.
     config
         The checkpoint config it came from, if any.
+    check_outputs
+        Check every output (finite values) and turn the network's exceptions into one-line
+        errors; default: for every network but the built-in :class:`UNet`, whose shapes are
+        right by construction. The shape of every output is always checked (a tuple compare).
     """
 
     def __init__(
@@ -100,11 +127,15 @@ class SegmentationModel:
         spec: ModelSpec,
         name: str,
         config: Mapping[str, Any] | None = None,
+        check_outputs: bool | None = None,
     ) -> None:
         self.network = network.eval()
         self.spec = spec
         self.name = name
         self.config = dict(config or {})
+        self.check_outputs = (
+            not isinstance(network, UNet) if check_outputs is None else check_outputs
+        )
 
     @property
     def device(self) -> torch.device:
@@ -125,8 +156,81 @@ class SegmentationModel:
         return self
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a padded batch of normalised slices at the model's spacing."""
-        return self.network(images)
+        """Logits for a padded batch of normalised slices at the model's spacing.
+
+        Raises
+        ------
+        InvalidInputError
+            If a user's network raises on this input (the message names the model and the size).
+        CheckpointError
+            If it returns anything but (B, C + 1, H, W) logits, or NaN or inf for finite input.
+        ResourceError
+            If the device runs out of memory.
+        """
+        if not self.check_outputs:
+            output = self.network(images)
+        else:
+            try:
+                output = self.network(images)
+            except AdvsegError:
+                raise
+            except torch.cuda.OutOfMemoryError as error:
+                raise ResourceError(
+                    f"{self.name}: out of {self.device} memory on a {_shape(images)} input; use "
+                    "smaller batches or slices, or another device."
+                ) from error
+            except Exception as error:  # a user's network may raise anything
+                raise InvalidInputError(
+                    f"{self.name}: the segmentation model fails on a {_shape(images)} input "
+                    f"({type(error).__name__}: {_last_line(error)}); it must map (B, 1, H, W) "
+                    f"to (B, {self.spec.label_map.num_classes}, H, W) logits for any H and W "
+                    f"that are multiples of its input multiple {self.spec.input_multiple}."
+                ) from error
+        self._check(images, output)
+        return output
+
+    def _check(self, images: torch.Tensor, output: Any) -> None:
+        expected = (images.shape[0], self.spec.label_map.num_classes, *images.shape[-2:])
+        if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
+            got = _shape(output) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise CheckpointError(
+                f"{self.name}: returns {got} for a {_shape(images)} input, expected "
+                f"{expected} (logits for background + {', '.join(self.spec.label_map.names)})."
+            )
+        if (
+            self.check_outputs
+            and not bool(torch.isfinite(output).all())
+            and bool(torch.isfinite(images).all())
+        ):
+            raise CheckpointError(
+                f"{self.name}: returns NaN or infinite logits for a finite {_shape(images)} "
+                "input; the model is broken for this input size or these intensities."
+            )
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of any height and width (padded to the model's multiple, cropped)."""
+        padded, crop = pad_to_multiple(images, self.spec.input_multiple)
+        return crop(self(padded))
+
+    @torch.inference_mode()
+    def organ_pixels(self, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """(N,) number of pixels of each slice of ``images`` (N, 1, H, W) the model calls organ."""
+        counts = []
+        for start in range(0, images.shape[0], batch_size):
+            batch = images[start : start + batch_size].to(self.device)
+            counts.append((class_map(self.logits(batch)) > 0).sum(dim=(1, 2)).cpu())
+        return torch.cat(counts) if counts else torch.zeros(0, dtype=torch.int64)
+
+
+def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+    return tuple(tensor.shape)
+
+
+def _last_line(error: BaseException, limit: int = 160) -> str:
+    """The last non-empty line of an error (TorchScript puts its own traceback first)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def save_unet(
@@ -162,13 +266,11 @@ def load_unet(
         architecture or label map.
     """
     config, tensors = load_checkpoint(folder, kind=UNET_KIND)
-    try:
-        architecture = UNetConfig.from_dict(config["architecture"])
-        spec = ModelSpec.from_dict(config)
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{folder}: config.json is incomplete or malformed ({error})."
-        ) from error
+    checker = check_unet_config(folder, config)
+    architecture = checker.build(
+        "architecture", lambda: UNetConfig.from_dict(config["architecture"])
+    )
+    spec = checker.build("model spec", lambda: ModelSpec.from_dict(config))
     if expect_architecture is not None and architecture != expect_architecture:
         raise CheckpointError(
             f"{folder}: U-Net architecture {architecture} differs from the expected "
@@ -184,21 +286,45 @@ def load_unet(
             f"{folder}: {architecture.num_classes} output channels but "
             f"{len(spec.label_map)} labels."
         )
-    network = UNet(architecture)
     weights = {
         key[len("model/") :]: value for key, value in tensors.items() if key.startswith("model/")
     }
-    try:
-        network.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{folder}: weights do not fit the architecture in config.json; the checkpoint is "
-            f"inconsistent ({str(error).splitlines()[0]})."
-        ) from error
+    _check_weights_fit(folder, architecture, weights)
+    check_finite(folder, weights)
+    network = UNet(architecture)
+    network.load_state_dict(weights, strict=True)
     model = SegmentationModel(network, spec, Path(folder).name, config).freeze()
     model.config["weights_sha256"] = weights_sha256(folder)
     extra = {key: value for key, value in tensors.items() if not key.startswith("model/")}
     return model, extra
+
+
+def _check_weights_fit(
+    folder: str | os.PathLike[str], architecture: UNetConfig, weights: Mapping[str, torch.Tensor]
+) -> None:
+    """Compare the weights with the architecture's shapes before allocating the network."""
+    from .training.memory import FLOAT_BYTES, meta_state_shapes
+
+    shapes = meta_state_shapes(lambda: UNet(architecture))
+    given = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    if shapes != given:
+        missing = sorted(set(shapes) - set(given))
+        differing = sorted(n for n in set(shapes) & set(given) if shapes[n] != given[n])
+        detail = (
+            f"{differing[0]} is {given[differing[0]]}, expected {shapes[differing[0]]}"
+            if differing
+            else f"missing {missing[0]}"
+            if missing
+            else f"unexpected {sorted(set(given) - set(shapes))[0]}"
+        )
+        raise CheckpointError(
+            f"{folder}: weights do not fit the architecture in config.json; the checkpoint is "
+            f"inconsistent ({detail})."
+        )
+    check_memory(
+        sum(math.prod(shape) for shape in shapes.values()) * FLOAT_BYTES,
+        f"{folder}: its U-Net ({architecture.base_channels} base channels)",
+    )
 
 
 def load_torchscript(path: str | os.PathLike[str], spec: ModelSpec) -> SegmentationModel:
@@ -232,30 +358,23 @@ def load_torchscript(path: str | os.PathLike[str], spec: ModelSpec) -> Segmentat
             network = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # TorchScript raises RuntimeError and friends on bad archives
         raise CheckpointError(f"{path}: cannot load as TorchScript ({error}).") from error
-    size = max(spec.min_size, spec.input_multiple) * 2
-    size += -size % spec.input_multiple
-    probe = torch.zeros(1, 1, size, size)
-    try:
-        with torch.inference_mode():
-            output = network.eval()(probe)
-    except Exception as error:
-        raise CheckpointError(
-            f"{path}: fails on a (1, 1, {size}, {size}) input ({type(error).__name__}: {error}); "
-            "the network must map (B, 1, H, W) images to (B, C + 1, H, W) logits."
-        ) from error
-    expected = (1, spec.label_map.num_classes, size, size)
-    if not isinstance(output, torch.Tensor) or tuple(output.shape) != expected:
-        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-        raise CheckpointError(
-            f"{path}: returns {got} for a (1, 1, {size}, {size}) input, expected {expected} "
-            f"(logits for background + {', '.join(spec.label_map.names)})."
-        )
     config = {
         "kind": "segmentation/torchscript",
         "path": str(path),
         "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
     }
-    return SegmentationModel(network, spec, path.stem, config).freeze()
+    model = SegmentationModel(network, spec, path.stem, config, check_outputs=True).freeze()
+    size = max(spec.min_size, spec.input_multiple) * 2
+    size += -size % spec.input_multiple
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 1, size, size))
+    except (InvalidInputError, CheckpointError) as error:
+        raise CheckpointError(
+            f"{path}: {str(error).split(': ', 1)[1]} Export a network that maps (B, 1, H, W) "
+            "images to (B, C + 1, H, W) logits."
+        ) from error
+    return model
 
 
 def default_model_path() -> Path:

@@ -10,7 +10,7 @@ SETTINGS=(--steps 400 --gradient-penalty 10 --per-organ --diversity-weight 0.3
   --diversity-cap-v 0.02 --sample phantom --split train)
 train() {  # mode xi
   OMP_NUM_THREADS=1 .venv/bin/advseg train-attack --mode "$1" --xi "$2" "${SETTINGS[@]}" \
-    --out "$OUT/attackers/$1_xi$2" > "$OUT/train_$1_xi$2.log" 2>&1
+    --out "$OUT/attackers/$1_xi$2" --overwrite > "$OUT/train_$1_xi$2.log" 2>&1
 }
 mkdir -p "$OUT/attackers"
 (train dv 3; train dv 2; train dv 1; train d 2) &

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 advseg=.venv/bin/advseg
 
-$advseg train-seg --sample phantom real --out runs/unet_default --epochs 20 --steps-per-epoch 250 --seed 0
+$advseg train-seg --sample phantom real --out runs/unet_default --overwrite --epochs 20 --steps-per-epoch 250 --seed 0
 mkdir -p models/unet_default
 cp runs/unet_default/config.json runs/unet_default/weights.safetensors models/unet_default/
 $advseg eval-seg --model models/unet_default --sample phantom --split test --json runs/unet_default_phantom_test.json

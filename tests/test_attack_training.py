@@ -13,7 +13,6 @@ from napari_advseg.training import losses
 from napari_advseg.training.attack_trainer import (
     AttackTrainer,
     AttackTrainingConfig,
-    segment_logits,
 )
 from napari_advseg.training.attacker_io import load_attacker
 from napari_advseg.training.events import AttackProgress, StepCompleted, TrainingFinished
@@ -146,14 +145,14 @@ def _float64_attack(seg_model, cohort, seed):
     for decoder in (attacker.decoder_d, attacker.decoder_v):
         torch.nn.init.normal_(decoder.head.weight, std=0.1)  # D and V away from zero
     with torch.no_grad():
-        s0 = torch.softmax(segment_logits(seg_model, images), dim=1)
+        s0 = torch.softmax(seg_model.logits(images), dim=1)
 
     def forward():
         encoding = attacker.encode(images)
         z_d, z_v = attacker.sample_latents(encoding.posterior, "mean")
         output = attacker.decode(encoding, images, z_d, z_v)
         reference = losses.segmentation_reference(s0, output.displacement)
-        xent = losses.masked_cross_entropy(reference, segment_logits(seg_model, output.image))
+        xent = losses.masked_cross_entropy(reference, seg_model.logits(output.image))
         return output, xent
 
     return attacker, forward

@@ -146,15 +146,13 @@ class OptimizedAttack:
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (D, V) after ``steps`` optimisation steps."""
-        from ..training.attack_trainer import segment_logits
-
         batch, _, height, width = images.shape
         coarse = (max(2, height // self.stride), max(2, width // self.stride))
         field_d = torch.zeros(batch, 2, *coarse, device=images.device, requires_grad=True)
         field_v = torch.zeros(batch, 1, *coarse, device=images.device, requires_grad=True)
         optimizer = torch.optim.Adam([field_d, field_v], lr=self.learning_rate)
         with torch.no_grad():
-            s0 = torch.softmax(segment_logits(self.seg_model, images), dim=1)
+            s0 = torch.softmax(self.seg_model.logits(images), dim=1)
 
         def fields() -> tuple[torch.Tensor, torch.Tensor]:
             d = F.interpolate(field_d, size=(height, width), mode="bilinear", align_corners=False)
@@ -166,9 +164,7 @@ class OptimizedAttack:
                 d, v = fields()
                 attacked = warp(images, d) + v
                 reference = losses.segmentation_reference(s0, d, self.reference)
-                xent = losses.masked_cross_entropy(
-                    reference, segment_logits(self.seg_model, attacked)
-                )
+                xent = losses.masked_cross_entropy(reference, self.seg_model.logits(attacked))
                 loss = (
                     losses.xi_loss(xent, self.xi)
                     + losses.displacement_penalty(d, self.lambda_d)

@@ -31,7 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..validation import check_integer, check_number
+from .unet import MAX_CHANNELS
 from .warp import warp
+
+MAX_LATENT = 4096
+"""Upper bound of a latent size (each dimension is one slider in the app)."""
 
 ATTACK_MODES = ("dv", "d", "v")
 LATENT_SOURCES = ("posterior", "mean", "prior")
@@ -53,8 +58,11 @@ class AttackerConfig:
             raise InvalidInputError(
                 f"Attack mode must be one of {ATTACK_MODES}, got {self.mode!r}."
             )
-        if min(self.latent_dim_d, self.latent_dim_v, self.base_channels) < 1:
-            raise InvalidInputError("Latent sizes and base channels must be >= 1.")
+        check_integer(self.latent_dim_d, "attacker latent_dim_d", low=1, high=MAX_LATENT)
+        check_integer(self.latent_dim_v, "attacker latent_dim_v", low=1, high=MAX_LATENT)
+        check_integer(self.base_channels, "attacker base_channels", low=1, high=MAX_CHANNELS)
+        check_integer(self.depth, "attacker depth", low=2, high=10)
+        check_integer(self.output_stride, "attacker output_stride", low=1)
         levels = self.output_stride.bit_length() - 1
         if self.output_stride < 1 or 2**levels != self.output_stride or levels >= self.depth:
             raise InvalidInputError(
@@ -74,7 +82,17 @@ class AttackerConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AttackerConfig:
         """Inverse of :meth:`to_dict`."""
-        return cls(**{k: (v if k == "mode" else int(v)) for k, v in data.items()})
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(f"Not an attacker architecture: {data!r}.")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InvalidInputError(f"Unknown attacker architecture entries {sorted(unknown)}.")
+        return cls(
+            **{
+                k: (str(v) if k == "mode" else check_integer(v, f"attacker {k}"))
+                for k, v in data.items()
+            }
+        )
 
 
 @dataclass
@@ -202,6 +220,7 @@ class Attacker(nn.Module):
             )
         if source == "mean":
             return posterior.mu_d, posterior.mu_v
+        temperature = check_number(temperature, "temperature", low=0.0, high=100.0)
 
         def noise(like: torch.Tensor) -> torch.Tensor:
             sample = torch.randn(like.shape, generator=generator, dtype=like.dtype)

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..validation import check_integer
+from .unet import MAX_CHANNELS
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,13 @@ class CriticConfig:
     def __post_init__(self) -> None:
         if self.norm not in ("batch", "none"):
             raise InvalidInputError(f"Critic norm must be 'batch' or 'none', got {self.norm!r}.")
-        if self.base_channels < 1 or self.depth < 1:
-            raise InvalidInputError("Critic base channels and depth must be >= 1.")
+        check_integer(self.base_channels, "critic base_channels", low=1, high=MAX_CHANNELS)
+        check_integer(self.depth, "critic depth", low=1, high=10)
+
+    @property
+    def min_size(self) -> int:
+        """Smallest image side the critic takes (each level halves it)."""
+        return 2**self.depth
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -37,7 +44,13 @@ class CriticConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CriticConfig:
         """Inverse of :meth:`to_dict`."""
-        return cls(int(data["base_channels"]), int(data["depth"]), str(data["norm"]))
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(f"Not a critic architecture: {data!r}.")
+        return cls(
+            check_integer(data["base_channels"], "critic base_channels"),
+            check_integer(data["depth"], "critic depth"),
+            str(data["norm"]),
+        )
 
 
 class Critic(nn.Module):

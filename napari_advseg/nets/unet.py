@@ -10,6 +10,11 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..validation import check_integer
+
+MAX_CHANNELS = 2**20
+"""Upper bound of any channel count: a guard against absurd values; whether a network fits is
+decided by the memory estimate of :mod:`napari_advseg.training.memory`."""
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,10 @@ class UNetConfig:
     in_channels: int = 1
 
     def __post_init__(self) -> None:
-        if self.num_classes < 2 or self.base_channels < 1 or not 2 <= self.depth <= 7:
-            raise InvalidInputError(
-                "Invalid U-Net: need num_classes >= 2, base_channels >= 1, 2 <= depth <= 7; "
-                f"got {self}."
-            )
+        check_integer(self.num_classes, "U-Net num_classes", low=2, high=256)
+        check_integer(self.base_channels, "U-Net base_channels", low=1, high=MAX_CHANNELS)
+        check_integer(self.depth, "U-Net depth", low=2, high=7)
+        check_integer(self.in_channels, "U-Net in_channels", low=1, high=16)
 
     @property
     def stride(self) -> int:
@@ -52,9 +56,18 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:
         """Inverse of :meth:`to_dict`."""
-        if data.get("name") != "unet":
-            raise InvalidInputError(f"Not a U-Net architecture: {dict(data)!r}.")
-        return cls(**{key: int(value) for key, value in data.items() if key != "name"})
+        if not isinstance(data, Mapping) or data.get("name") != "unet":
+            raise InvalidInputError(f"Not a U-Net architecture: {data!r}.")
+        unknown = set(data) - {"name", *cls.__dataclass_fields__}
+        if unknown:
+            raise InvalidInputError(f"Unknown U-Net architecture entries {sorted(unknown)}.")
+        return cls(
+            **{
+                key: check_integer(value, f"U-Net {key}")
+                for key, value in data.items()
+                if key != "name"
+            }
+        )
 
 
 class ConvBlock(nn.Sequential):

@@ -12,27 +12,39 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..class_map import class_map
-from ..data.slices import pad_to_multiple
 from ..data.volume import Volume
-from ..errors import InvalidInputError
+from ..errors import CheckpointError, InvalidInputError
 from ..evaluation.metrics import overall_mean
-from ..inference import to_model_grid
 from ..nets.attacker import Attacker, AttackerConfig, AttackOutput, Encoding
 from ..nets.critic import Critic, CriticConfig
+from ..nets.unet import UNet
 from ..segmentation import SegmentationModel
+from ..validation import check_integer, check_number
 from . import losses
-from .attacker_io import ATTACKER_KIND, load_attacker_state, save_attacker
-from .base import StoppableTrainer, environment_facts
-from .checkpoint import optimizer_tensors, restore_optimizer
+from .attack_settings import RESUME_FREE, AttackTrainingConfig, check_resumable
+from .attacker_io import (
+    ATTACKER_KIND,
+    attacker_architectures,
+    load_attacker_state,
+    save_attacker,
+)
+from .base import (
+    Diverged,
+    StoppableTrainer,
+    check_gradients,
+    check_out_dir,
+    check_step,
+    divergence_reason,
+    environment_facts,
+)
+from .checkpoint import optimizer_tensors, read_config, restore_optimizer
 from .device import select_device
 from .events import (
     AttackProgress,
@@ -42,160 +54,8 @@ from .events import (
     TrainingFinished,
     TrainingStarted,
 )
-
-
-@dataclass(frozen=True)
-class AttackTrainingConfig:
-    """Settings of an attacker training run (defaults: the paper where it says, ours elsewhere).
-
-    Attributes
-    ----------
-    xi
-        Target masked cross-entropy of eq. 4, nats per organ pixel.
-    reference
-        ``"warped"`` (anatomy-consistent: S0 warped by D) or ``"original"`` (eq. 4 literally).
-    lambda_d, lambda_v
-        Weights of eq. 2 (paper: 0.1 and 0.01).
-    kl_weight
-        Weight of KL(q(z|I0) || N(0, I)); 0 is the paper-exact eq. 6.
-    diversity_weight, diversity_cap_d, diversity_cap_v
-        Our option (0: off, the paper): reward the decoders for giving different D and V to
-        different latent draws (:func:`losses.diversity`), capped at ``cap_d`` pixels and
-        ``cap_v`` intensity units per unit of z.
-    per_organ
-        Our option: eq. 4 with one target per organ (:func:`losses.organ_xi_loss`) instead of
-        one for the mask of all organs (the paper, default).
-    learning_rate, rmsprop_alpha, rmsprop_eps
-        RMSProp for generator and critic (paper: 1e-4, decay 0.9, eps 1e-10).
-    critic_steps
-        Critic updates per generator update (WGAN: 5).
-    clip
-        Critic weight clipping bound (WGAN: 0.01); used when ``gradient_penalty`` is 0.
-    gradient_penalty
-        Weight of the WGAN-GP penalty instead of clipping (0: clipping).
-    steps, batch_size, crop_size
-        Generator steps, slices per batch, square crop of the model-grid slices (pixels).
-    monitor_every, checkpoint_every
-        Steps between progress measurements and between checkpoints.
-    """
-
-    xi: float = 2.0
-    reference: str = "warped"
-    lambda_d: float = 0.1
-    lambda_v: float = 0.01
-    kl_weight: float = 0.01
-    diversity_weight: float = 0.0
-    diversity_cap_d: float = 0.5
-    diversity_cap_v: float = 0.05
-    per_organ: bool = False
-    learning_rate: float = 1e-4
-    rmsprop_alpha: float = 0.9
-    rmsprop_eps: float = 1e-10
-    critic_steps: int = 5
-    clip: float = 0.01
-    gradient_penalty: float = 0.0
-    steps: int = 1000
-    batch_size: int = 8
-    crop_size: int = 128
-    monitor_every: int = 25
-    checkpoint_every: int = 100
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.reference not in losses.REFERENCES:
-            raise InvalidInputError(f"reference must be one of {losses.REFERENCES}.")
-        weights = (self.lambda_d, self.lambda_v, self.kl_weight, self.diversity_weight)
-        if self.xi < 0 or min(weights) < 0:
-            raise InvalidInputError(
-                "xi, lambda_D, lambda_V, the KL weight and the diversity weight must be >= 0."
-            )
-        if min(self.steps, self.batch_size, self.crop_size, self.critic_steps) < 1:
-            raise InvalidInputError("steps, batch size, crop size and critic steps must be >= 1.")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-
-class SliceBank:
-    """Normalised axial slices at f_seg's grid, padded to at least one crop, for training.
-
-    Only slices on which f_seg finds an organ (at least ``min_organ_pixels``) are kept: the
-    attack targets organs, and eq. 5's mask is empty elsewhere. No labels are needed.
-    """
-
-    def __init__(
-        self,
-        volumes: Sequence[Volume],
-        seg_model: SegmentationModel,
-        crop_size: int,
-        min_organ_pixels: int = 20,
-    ) -> None:
-        self.crop_size = crop_size
-        self.slices: list[torch.Tensor] = []
-        for volume in volumes:
-            grid = to_model_grid(volume, seg_model.spec, pad=False)
-            images = grid.images
-            organ = _organ_pixels(seg_model, images)
-            keep = images[organ >= min_organ_pixels]
-            fill = float(images.min())
-            for image in keep:
-                self.slices.append(_pad_to_at_least(image, crop_size, fill))
-        if not self.slices:
-            raise InvalidInputError(
-                "No slice of the training volumes shows an organ to f_seg; the attacker has "
-                "nothing to attack. Check the scans and the segmentation model."
-            )
-
-    def __len__(self) -> int:
-        return len(self.slices)
-
-    def sample(self, count: int, rng: np.random.Generator) -> torch.Tensor:
-        """A (count, 1, crop, crop) batch of random slices and random crops."""
-        batch = []
-        for index in rng.integers(0, len(self.slices), count):
-            image = self.slices[index]
-            y = int(rng.integers(0, image.shape[-2] - self.crop_size + 1))
-            x = int(rng.integers(0, image.shape[-1] - self.crop_size + 1))
-            batch.append(image[:, y : y + self.crop_size, x : x + self.crop_size])
-        return torch.stack(batch)
-
-    def fixed(self, count: int) -> torch.Tensor:
-        """A deterministic batch of evenly spaced slices (centre crops) to monitor progress."""
-        indices = np.linspace(0, len(self.slices) - 1, min(count, len(self.slices))).astype(int)
-        batch = []
-        for index in indices:
-            image = self.slices[index]
-            y = (image.shape[-2] - self.crop_size) // 2
-            x = (image.shape[-1] - self.crop_size) // 2
-            batch.append(image[:, y : y + self.crop_size, x : x + self.crop_size])
-        return torch.stack(batch)
-
-
-@torch.inference_mode()
-def _organ_pixels(seg_model: SegmentationModel, images: torch.Tensor) -> torch.Tensor:
-    counts = []
-    for start in range(0, images.shape[0], 16):
-        batch, crop = pad_to_multiple(images[start : start + 16], seg_model.spec.input_multiple)
-        prediction = class_map(crop(seg_model(batch.to(seg_model.device))))
-        counts.append((prediction > 0).sum(dim=(1, 2)).cpu())
-    return torch.cat(counts)
-
-
-def _pad_to_at_least(image: torch.Tensor, size: int, fill: float) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    pad_h, pad_w = max(0, size - height), max(0, size - width)
-    if not (pad_h or pad_w):
-        return image
-    pads = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
-    return F.pad(image, pads, value=fill)
-
-
-def segment_logits(seg_model: SegmentationModel, images: torch.Tensor) -> torch.Tensor:
-    """f_seg logits for a batch whose size may not be a multiple of its stride."""
-    padded, crop = pad_to_multiple(images, seg_model.spec.input_multiple)
-    return crop(seg_model(padded))
+from .memory import FLOAT_BYTES, attack_training_bytes, check_run_memory, slices_bytes
+from .slice_bank import SliceBank
 
 
 def dice_drop(
@@ -232,9 +92,19 @@ class AttackTrainer(StoppableTrainer):
     attacker_config, critic_config, config
         Architectures and settings.
     resume
-        Continue from ``out_dir`` if it holds a checkpoint.
+        Continue from the checkpoint ``out_dir`` holds (which must exist, with the same
+        architectures, f_seg and settings but for those in :data:`RESUME_FREE`).
+    overwrite
+        Replace the checkpoint ``out_dir`` holds (its other files are kept). Without
+        ``resume`` or ``overwrite``, a folder holding a checkpoint is refused.
     provenance
         Extra facts to record (e.g. the command line and the data).
+
+    Raises
+    ------
+    InvalidInputError, CheckpointError, ResourceError
+        Before any work: unusable settings or output folder, a checkpoint in the way (or none
+        to resume, or one trained otherwise), or a run that needs more memory than is free.
     """
 
     def __init__(
@@ -246,33 +116,70 @@ class AttackTrainer(StoppableTrainer):
         critic_config: CriticConfig | None = None,
         config: AttackTrainingConfig | None = None,
         resume: bool = False,
+        overwrite: bool = False,
         provenance: Mapping[str, Any] | None = None,
     ) -> None:
         if not volumes:
             raise InvalidInputError("No training volumes given.")
-        self.out_dir = Path(out_dir)
         self.seg_model = seg_model.freeze()
         self.volumes = list(volumes)
-        self.attacker_config = attacker_config or AttackerConfig()
-        self.config = config or AttackTrainingConfig()
-        self.critic_config = critic_config or CriticConfig(
-            norm="none" if self.config.gradient_penalty > 0 else "batch"
+        self.attacker_config = attacker = attacker_config or AttackerConfig()
+        self.config = cfg = config or AttackTrainingConfig()
+        self.critic_config = critic = critic_config or CriticConfig(
+            norm="none" if cfg.gradient_penalty > 0 else "batch"
         )
-        if self.config.crop_size % self.attacker_config.stride:
+        if cfg.crop_size % attacker.stride:
             raise InvalidInputError(
-                f"Crop size {self.config.crop_size} must be a multiple of the attacker's stride "
-                f"{self.attacker_config.stride}."
+                f"Crop size {cfg.crop_size} must be a multiple of the attacker's stride "
+                f"{attacker.stride} (2 ** (depth - 1)); try "
+                f"{max(1, round(cfg.crop_size / attacker.stride)) * attacker.stride}."
             )
+        if cfg.crop_size < critic.min_size:
+            raise InvalidInputError(
+                f"Crop size {cfg.crop_size} is below the critic's minimum {critic.min_size} "
+                f"(2 ** depth, depth {critic.depth})."
+            )
+        self.out_dir = check_out_dir(out_dir, resume, overwrite)
         self.resume = resume
+        self.overwrite = overwrite
         self.provenance = dict(provenance or {})
+        if resume:
+            self._check_resume()
+        device = select_device(cfg.device)
+        target = seg_model.network.config if isinstance(seg_model.network, UNet) else None
+        seg_parameters = sum(p.numel() for p in seg_model.network.parameters()) * FLOAT_BYTES
+        check_run_memory(
+            slices_bytes(self.volumes, seg_model.spec.pixel_spacing, cfg.crop_size, 4),
+            attack_training_bytes(
+                attacker, critic, target, cfg.batch_size, cfg.crop_size, cfg.diversity_weight > 0
+            )
+            + seg_parameters,
+            device,
+            f"Training an attacker ({attacker.base_channels} base channels) on "
+            f"{cfg.batch_size} crops of {cfg.crop_size} pixels",
+        )
+
+    def _check_resume(self) -> None:
+        """Refuse, in one line, a checkpoint that this run cannot continue."""
+        config = read_config(self.out_dir, ATTACKER_KIND)
+        check_resumable(
+            self.out_dir,
+            config,
+            attacker_architectures(self.out_dir, config),
+            (self.attacker_config, self.critic_config, self.config),
+            self.seg_model,
+        )
 
     def run(self) -> Iterator[TrainingEvent]:
-        """Train, yielding events; the last one is always :class:`TrainingFinished`."""
+        """Train, yielding events; the last one is always :class:`TrainingFinished`.
+
+        A step whose losses or gradients are NaN or infinite ends the run before the optimizer
+        applies it: nothing more is saved, and ``TrainingFinished.reason`` says which step and
+        which checkpoint was kept.
+        """
         cfg = self.config
         device = select_device(cfg.device)
         seg = self.seg_model.to(device)
-        bank = SliceBank(self.volumes, seg, cfg.crop_size)
-        monitor = bank.fixed(16).to(device)
         torch.manual_seed(cfg.seed)
         attacker = Attacker(self.attacker_config).to(device)
         critic = Critic(self.critic_config).to(device)
@@ -283,9 +190,12 @@ class AttackTrainer(StoppableTrainer):
             )
 
         opt_g, opt_c = rmsprop(attacker.parameters()), rmsprop(critic.parameters())
-        state: dict[str, Any] = {"step": 0, "seconds": 0.0}
-        if self.resume and (self.out_dir / "config.json").is_file():
+        state: dict[str, Any] = {"step": 0, "seconds": 0.0, "saved_step": None}
+        if self.resume:
             state.update(self._restore(attacker, critic, opt_g, opt_c, device))
+            state["saved_step"] = state["step"]
+        bank = SliceBank(self.volumes, seg, cfg.crop_size)
+        monitor = bank.fixed(16).to(device)
         parameters = sum(p.numel() for p in attacker.parameters())
         yield TrainingStarted(cfg.steps, state["step"], str(device), parameters)
         rng = np.random.default_rng([cfg.seed, state["step"]])
@@ -300,10 +210,18 @@ class AttackTrainer(StoppableTrainer):
             tick = time.perf_counter()
             attacker.train()
             critic.train()
-            wasserstein = self._train_critic(attacker, critic, opt_c, bank, rng, generator, device)
-            values = self._train_generator(
-                attacker, critic, opt_g, seg, bank, rng, generator, device
-            )
+            try:
+                wasserstein = self._train_critic(
+                    attacker, critic, opt_c, bank, rng, generator, device
+                )
+                values = self._train_generator(
+                    attacker, critic, opt_g, seg, bank, rng, generator, device
+                )
+            except Diverged as error:
+                reason = divergence_reason(state["step"] + 1, str(error), state["saved_step"])
+                path = self.out_dir if state["saved_step"] is not None else None
+                yield TrainingFinished(state["step"], True, path, path, {}, reason)
+                return
             values["critic"] = -wasserstein
             values["wasserstein"] = wasserstein
             state["step"] += 1
@@ -316,10 +234,11 @@ class AttackTrainer(StoppableTrainer):
                 yield CheckpointSaved(state["step"], path, "last")
         if any(not torch.equal(v, seg.network.state_dict()[k]) for k, v in seg_before.items()):
             raise RuntimeError("f_seg changed during attacker training; this is a bug.")
-        state["seconds"] = time.perf_counter() - started
-        path = self._save(attacker, critic, opt_g, opt_c, state, str(device))
-        yield CheckpointSaved(state["step"], path, "last")
-        yield TrainingFinished(state["step"], stopped, path, path, {})
+        if state["saved_step"] != state["step"]:
+            state["seconds"] = time.perf_counter() - started
+            path = self._save(attacker, critic, opt_g, opt_c, state, str(device))
+            yield CheckpointSaved(state["step"], path, "last")
+        yield TrainingFinished(state["step"], stopped, self.out_dir, self.out_dir, {})
 
     def _train_critic(
         self,
@@ -341,8 +260,10 @@ class AttackTrainer(StoppableTrainer):
             estimate = -float(loss.detach())
             if cfg.gradient_penalty > 0:
                 loss = loss + cfg.gradient_penalty * losses.gradient_penalty(critic, real, fake)
+            check_step({"critic": loss}, "loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            check_gradients(critic.parameters(), "critic")
             optimizer.step()
             if cfg.gradient_penalty == 0:
                 with torch.no_grad():
@@ -364,13 +285,13 @@ class AttackTrainer(StoppableTrainer):
         cfg = self.config
         real = bank.sample(cfg.batch_size, rng).to(device)
         with torch.no_grad():
-            s0 = torch.softmax(segment_logits(seg, real), dim=1)
+            s0 = torch.softmax(seg.logits(real), dim=1)
         encoding = attacker.encode(real)
         posterior = encoding.posterior
         z_d, z_v = attacker.sample_latents(posterior, "posterior", 1.0, generator)
         output = attacker.decode(encoding, real, z_d, z_v)
         reference = losses.segmentation_reference(s0, output.displacement, cfg.reference)
-        logits_dv = segment_logits(seg, output.image)
+        logits_dv = seg.logits(output.image)
         xent = losses.masked_cross_entropy(reference, logits_dv)
         if cfg.per_organ:
             xi_term = losses.organ_xi_loss(
@@ -394,8 +315,10 @@ class AttackTrainer(StoppableTrainer):
         for parameter in critic.parameters():
             parameter.requires_grad_(True)
         total = sum(terms.values())
+        check_step(terms, "loss")
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        check_gradients(attacker.parameters(), "generator")
         optimizer.step()
         values = {name: float(value.detach()) for name, value in terms.items()}
         values["total"] = float(total.detach())
@@ -432,9 +355,9 @@ class AttackTrainer(StoppableTrainer):
         encoding = attacker.encode(images)
         z_d, z_v = attacker.sample_latents(encoding.posterior, "mean")
         output = attacker.decode(encoding, images, z_d, z_v)
-        s0 = torch.softmax(segment_logits(seg, images), dim=1)
+        s0 = torch.softmax(seg.logits(images), dim=1)
         reference = losses.segmentation_reference(s0, output.displacement, self.config.reference)
-        s_dv = class_map(segment_logits(seg, output.image))
+        s_dv = class_map(seg.logits(output.image))
         drop = dice_drop(seg, class_map(s0), class_map(reference), s_dv)
         p = float((output.image - images).abs().mean())
         return AttackProgress(step, drop, overall_mean(drop), p)
@@ -445,7 +368,7 @@ class AttackTrainer(StoppableTrainer):
         critic: Critic,
         opt_g: torch.optim.Optimizer,
         opt_c: torch.optim.Optimizer,
-        state: Mapping[str, Any],
+        state: dict[str, Any],
         device: str,
     ) -> Path:
         tensors_g, meta_g = optimizer_tensors(opt_g, "optimizer_g")
@@ -460,7 +383,7 @@ class AttackTrainer(StoppableTrainer):
             **environment_facts(device, state["seconds"]),
             "resume": {"optimizer_g": meta_g, "optimizer_c": meta_c},
         }
-        return save_attacker(
+        path = save_attacker(
             self.out_dir,
             attacker,
             self.seg_model,
@@ -469,6 +392,8 @@ class AttackTrainer(StoppableTrainer):
             critic_config=self.critic_config,
             extra_tensors=extra,
         )
+        state["saved_step"] = state["step"]
+        return path
 
     def _restore(
         self,
@@ -479,24 +404,36 @@ class AttackTrainer(StoppableTrainer):
         device: torch.device,
     ) -> dict[str, Any]:
         config, tensors = load_attacker_state(self.out_dir, self.attacker_config)
-        attacker.load_state_dict(
-            {k[9:]: v for k, v in tensors.items() if k.startswith("attacker/")}
-        )
         critic_state = {k[7:]: v for k, v in tensors.items() if k.startswith("critic/")}
-        if not critic_state:
-            raise InvalidInputError(
-                f"{self.out_dir}: an exported attacker without critic and optimizer state; "
-                "it cannot be resumed. Train into a new folder."
+        try:
+            attacker.load_state_dict(
+                {k[9:]: v for k, v in tensors.items() if k.startswith("attacker/")}
             )
-        critic.load_state_dict(critic_state)
+            critic.load_state_dict(critic_state)
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"{self.out_dir}: its weights do not fit the attacker and critic of this run "
+                f"({str(error).splitlines()[0]}); train into a new folder."
+            ) from error
         moved = {k: v.to(device) for k, v in tensors.items()}
-        resume = config["training"]["resume"]
-        restore_optimizer(opt_g, moved, resume["optimizer_g"], "optimizer_g")
-        restore_optimizer(opt_c, moved, resume["optimizer_c"], "optimizer_c")
-        return {
-            "step": int(config["training"]["step"]),
-            "seconds": float(config["training"]["seconds"]),
-        }
+        try:
+            resume = config["training"]["resume"]
+            restore_optimizer(opt_g, moved, resume["optimizer_g"], "optimizer_g")
+            restore_optimizer(opt_c, moved, resume["optimizer_c"], "optimizer_c")
+            return {
+                "step": check_integer(config["training"]["step"], "step", low=0),
+                "seconds": check_number(config["training"]["seconds"], "seconds", low=0.0),
+            }
+        except (KeyError, TypeError, ValueError, CheckpointError) as error:
+            raise CheckpointError(
+                f"{self.out_dir}: holds no usable resume state ({error}); train into a new folder."
+            ) from error
 
 
-__all__ = ["ATTACKER_KIND", "AttackTrainer", "AttackTrainingConfig", "SliceBank"]
+__all__ = [
+    "ATTACKER_KIND",
+    "RESUME_FREE",
+    "AttackTrainer",
+    "AttackTrainingConfig",
+    "SliceBank",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,8 +13,12 @@ import torch
 
 from ..errors import CheckpointError
 from ..nets.attacker import Attacker, AttackerConfig
+from ..nets.critic import CriticConfig
 from ..segmentation import SegmentationModel
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..validation import check_memory
+from .checkpoint import check_finite, load_checkpoint, save_checkpoint
+from .memory import FLOAT_BYTES, meta_state_shapes
+from .schema import check_attacker_config
 
 ATTACKER_KIND = "attacker"
 
@@ -55,15 +60,60 @@ def target_description(model: SegmentationModel) -> dict[str, Any]:
     }
 
 
+def attacker_architectures(
+    folder: str | os.PathLike[str], config: Mapping[str, Any]
+) -> tuple[AttackerConfig, CriticConfig | None]:
+    """Check an attacker checkpoint's config and read its attacker and critic architectures.
+
+    Raises
+    ------
+    CheckpointError
+        One line naming the entry, for a config of the wrong shape or with invalid values.
+    """
+    checker = check_attacker_config(folder, config)
+    attacker = checker.build("attacker", lambda: AttackerConfig.from_dict(config["attacker"]))
+    critic = None
+    if config.get("critic") is not None:
+        critic = checker.build("critic", lambda: CriticConfig.from_dict(config["critic"]))
+    checker.build("attack settings", lambda: _check_attack_settings(config["attack"]))
+    return attacker, critic
+
+
+def _check_attack_settings(attack: Mapping[str, Any]) -> None:
+    from ..validation import check_number
+    from .losses import REFERENCES
+
+    check_number(attack["xi"], "xi", low=0.0)
+    if attack.get("reference", "warped") not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {attack['reference']!r}")
+
+
+def _check_attacker_weights(
+    folder: str | os.PathLike[str], config: AttackerConfig, weights: Mapping[str, torch.Tensor]
+) -> None:
+    """Weights that fit the architecture, finite, and memory for the network, before building."""
+    shapes = meta_state_shapes(lambda: Attacker(config))
+    given = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    if shapes != given:
+        differing = sorted(set(shapes) ^ set(given)) or sorted(
+            name for name in shapes if shapes[name] != given[name]
+        )
+        raise CheckpointError(
+            f"{folder}: attacker weights do not fit its config (first difference: {differing[0]})."
+        )
+    check_finite(folder, weights)
+    check_memory(
+        sum(math.prod(shape) for shape in shapes.values()) * FLOAT_BYTES,
+        f"{folder}: its attacker ({config.base_channels} base channels)",
+    )
+
+
 def load_attacker_state(
     folder: str | os.PathLike[str], expect: AttackerConfig | None = None
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Config and all tensors of an attacker checkpoint (for resuming)."""
     config, tensors = load_checkpoint(folder, kind=ATTACKER_KIND)
-    try:
-        architecture = AttackerConfig.from_dict(config["attacker"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{folder}: malformed attacker config ({error}).") from error
+    architecture, _ = attacker_architectures(folder, config)
     if expect is not None and architecture != expect:
         raise CheckpointError(
             f"{folder}: attacker {architecture} differs from the requested {expect}; "
@@ -108,14 +158,11 @@ class LoadedAttacker:
 def load_attacker(folder: str | os.PathLike[str]) -> LoadedAttacker:
     """Load an attacker checkpoint folder for generation (eval mode, no gradients)."""
     config, tensors = load_attacker_state(folder)
-    attacker = Attacker(AttackerConfig.from_dict(config["attacker"]))
+    architecture, _ = attacker_architectures(folder, config)
     weights = {k[len("attacker/") :]: v for k, v in tensors.items() if k.startswith("attacker/")}
-    try:
-        attacker.load_state_dict(weights, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{folder}: attacker weights do not fit its config ({str(error).splitlines()[0]})."
-        ) from error
+    _check_attacker_weights(folder, architecture, weights)
+    attacker = Attacker(architecture)
+    attacker.load_state_dict(weights, strict=True)
     attacker.eval()
     for parameter in attacker.parameters():
         parameter.requires_grad_(False)
@@ -124,7 +171,7 @@ def load_attacker(folder: str | os.PathLike[str]) -> LoadedAttacker:
 
 def export_attacker(source: str | os.PathLike[str], destination: str | os.PathLike[str]) -> Path:
     """Copy an attacker checkpoint without its critic and optimizer states (to ship it)."""
-    config, tensors = load_checkpoint(source, kind=ATTACKER_KIND)
+    config, tensors = load_attacker_state(source)
     config = {k: v for k, v in config.items() if k not in ("format", "format_version")}
     config["training"] = {k: v for k, v in config["training"].items() if k != "resume"}
     weights = {k: v for k, v in tensors.items() if k.startswith("attacker/")}

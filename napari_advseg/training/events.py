@@ -49,13 +49,18 @@ class CheckpointSaved:
 
 @dataclass(frozen=True)
 class TrainingFinished:
-    """Training ended, normally or because :meth:`stop` was called."""
+    """Training ended, normally or because :meth:`stop` was called.
+
+    ``reason`` says why a run ended early other than by :meth:`stop`, e.g. "losses became
+    non-finite at step 12; kept the checkpoint of step 10" (then ``stopped`` is True too).
+    """
 
     step: int
     stopped: bool
     best_path: Path | None
     last_path: Path | None
     best_metrics: dict[str, float | None] = field(default_factory=dict)
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

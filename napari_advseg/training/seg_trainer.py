@@ -23,14 +23,23 @@ from ..class_map import class_map
 from ..data.normalization import Normalization
 from ..data.slices import sample_patch_origins
 from ..data.volume import Volume
-from ..errors import InvalidInputError
+from ..errors import CheckpointError, InvalidInputError
 from ..evaluation.metrics import dice_per_label, mean_dice, overall_mean
 from ..inference import labels_to_model_grid, predict_probabilities, to_model_grid
 from ..labels import DEFAULT_LABEL_MAP, LabelMap
 from ..nets.unet import UNet, UNetConfig
 from ..segmentation import ModelSpec, SegmentationModel, load_unet, save_unet
+from ..validation import check_integer, check_number
 from .augment import augment_batch
-from .base import StoppableTrainer, environment_facts
+from .base import (
+    Diverged,
+    StoppableTrainer,
+    check_gradients,
+    check_out_dir,
+    check_step,
+    divergence_reason,
+    environment_facts,
+)
 from .checkpoint import optimizer_tensors, restore_optimizer
 from .device import select_device
 from .events import (
@@ -41,6 +50,7 @@ from .events import (
     TrainingStarted,
     ValidationCompleted,
 )
+from .memory import check_run_memory, slices_bytes, unet_training_bytes
 
 LAST_DIR = "last"
 
@@ -67,12 +77,19 @@ class SegTrainingConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if min(self.epochs, self.steps_per_epoch, self.batch_size, self.patch_size) < 1:
-            raise InvalidInputError(
-                "epochs, steps per epoch, batch size and patch size must be >= 1."
-            )
-        if self.learning_rate <= 0:
-            raise InvalidInputError(f"Learning rate must be positive, got {self.learning_rate}.")
+        check_integer(self.epochs, "epochs", low=1, high=1_000_000)
+        check_integer(self.steps_per_epoch, "steps per epoch", low=1, high=10_000_000)
+        check_integer(self.batch_size, "batch size", low=1, high=4096)
+        check_integer(self.patch_size, "patch size", low=1, high=2**20)
+        check_number(self.learning_rate, "learning rate", low=0.0, high=10.0, low_open=True)
+        check_number(self.dice_weight, "Dice weight", low=0.0, high=1e6)
+        check_number(self.foreground_fraction, "foreground fraction", low=0.0, high=1.0)
+        check_integer(self.seed, "seed", low=0, high=2**32 - 1)
+        for name in ("cosine", "augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(f"{name} must be True or False.")
+        if not isinstance(self.device, str):
+            raise InvalidInputError(f"device must be a name such as 'auto', got {self.device!r}.")
 
 
 def make_spec(
@@ -182,9 +199,18 @@ class SegTrainer(StoppableTrainer):
     train_weights
         Relative sampling weight of each training volume (default: equal).
     resume
-        Continue from ``out_dir/last`` if it exists.
+        Continue from ``out_dir/last`` (which must exist).
+    overwrite
+        Replace the checkpoint ``out_dir`` holds (its other files are kept). Without
+        ``resume`` or ``overwrite``, a folder holding a checkpoint is refused.
     provenance
         Extra facts to record in the checkpoint (e.g. the command line and the data).
+
+    Raises
+    ------
+    InvalidInputError, CheckpointError, ResourceError
+        Before any work: unusable settings or output folder, a checkpoint in the way (or none
+        to resume), or a run that needs more memory than is free.
     """
 
     def __init__(
@@ -197,43 +223,75 @@ class SegTrainer(StoppableTrainer):
         config: SegTrainingConfig | None = None,
         train_weights: Sequence[float] | None = None,
         resume: bool = False,
+        overwrite: bool = False,
         provenance: Mapping[str, Any] | None = None,
     ) -> None:
         if not train:
             raise InvalidInputError("No training volumes given.")
-        if train_weights is not None and len(train_weights) != len(train):
-            raise InvalidInputError("Give one sampling weight per training volume.")
-        self.out_dir = Path(out_dir)
+        if train_weights is not None:
+            if len(train_weights) != len(train):
+                raise InvalidInputError("Give one sampling weight per training volume.")
+            weights = [check_number(w, "sampling weight", low=0.0) for w in train_weights]
+            if sum(weights) <= 0:
+                raise InvalidInputError("At least one sampling weight must be positive.")
         self.architecture = architecture = architecture or UNetConfig()
         self.spec = spec or make_spec(architecture)
         if self.spec.input_multiple % architecture.stride:
             raise InvalidInputError(
                 f"Inputs must be padded to a multiple of the U-Net stride {architecture.stride}."
             )
-        self.config = config or SegTrainingConfig()
+        self.config = config = config or SegTrainingConfig()
+        if config.patch_size % architecture.stride:
+            raise InvalidInputError(
+                f"Patch size {config.patch_size} must be a multiple of the U-Net's stride "
+                f"{architecture.stride} (2 ** (depth - 1)); try "
+                f"{max(1, round(config.patch_size / architecture.stride)) * architecture.stride}."
+            )
+        self.out_dir = check_out_dir(out_dir, resume, overwrite, Path(out_dir) / LAST_DIR)
         self.train_volumes = list(train)
         self.val_volumes = list(val)
         self.train_weights = train_weights
         self.resume = resume
+        self.overwrite = overwrite
         self.provenance = dict(provenance or {})
+        device = select_device(config.device)
+        check_run_memory(
+            slices_bytes(self.train_volumes, self.spec.pixel_spacing, config.patch_size, 4 + 8),
+            unet_training_bytes(architecture, config.batch_size, config.patch_size),
+            device,
+            f"Training a U-Net ({architecture.base_channels} base channels, depth "
+            f"{architecture.depth}) on {config.batch_size} patches of {config.patch_size} pixels",
+        )
 
     def run(self) -> Iterator[TrainingEvent]:
-        """Train, yielding events; the last one is always :class:`TrainingFinished`."""
+        """Train, yielding events; the last one is always :class:`TrainingFinished`.
+
+        A step whose losses or gradients are NaN or infinite ends the run before the optimizer
+        applies it: nothing more is saved, and ``TrainingFinished.reason`` says which step and
+        which checkpoint was kept.
+        """
         cfg = self.config
         device = select_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        network = UNet(self.architecture).to(device)
+        optimizer = torch.optim.Adam(network.parameters(), lr=cfg.learning_rate)
+        total_steps = cfg.epochs * cfg.steps_per_epoch
+        state: dict[str, Any] = {
+            "step": 0,
+            "best": -1.0,
+            "best_dice": {},
+            "seconds": 0.0,
+            "saved_step": None,
+        }
+        if self.resume:
+            state.update(self._restore(network, optimizer, device))
+            state["saved_step"] = state["step"]
         for volume in (*self.train_volumes, *self.val_volumes):
             volume.require_labels()
             self.spec.label_map.check_values(volume.labels, volume.name)
         source = PatchSource.from_volumes(
             self.train_volumes, self.spec, cfg.patch_size, self.train_weights
         )
-        torch.manual_seed(cfg.seed)
-        network = UNet(self.architecture).to(device)
-        optimizer = torch.optim.Adam(network.parameters(), lr=cfg.learning_rate)
-        total_steps = cfg.epochs * cfg.steps_per_epoch
-        state = {"step": 0, "best": -1.0, "best_dice": {}, "seconds": 0.0}
-        if self.resume and (self.out_dir / LAST_DIR).is_dir():
-            state.update(self._restore(network, optimizer, device))
         model = SegmentationModel(network, self.spec, self.out_dir.name)
         num_parameters = sum(p.numel() for p in network.parameters())
         yield TrainingStarted(total_steps, state["step"], str(device), num_parameters)
@@ -241,6 +299,7 @@ class SegTrainer(StoppableTrainer):
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
         started = time.perf_counter() - state["seconds"]
         stopped = False
+        reason = None
         while state["step"] < total_steps:
             if self.stop_requested:
                 stopped = True
@@ -261,7 +320,13 @@ class SegTrainer(StoppableTrainer):
                 losses["dice"] = cfg.dice_weight * soft_dice_loss(logits, labels)
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            try:
+                check_step(losses, "loss")
+                total.backward()
+                check_gradients(network.parameters(), "U-Net")
+            except Diverged as error:
+                reason = divergence_reason(state["step"] + 1, str(error), state["saved_step"])
+                break
             optimizer.step()
             state["step"] += 1
             epoch = (state["step"] - 1) // cfg.steps_per_epoch
@@ -273,11 +338,34 @@ class SegTrainer(StoppableTrainer):
             if state["step"] % cfg.steps_per_epoch == 0 or state["step"] == total_steps:
                 state["seconds"] = time.perf_counter() - started
                 yield from self._end_epoch(model, optimizer, state, epoch)
+        if reason is not None:
+            saved = state["saved_step"] is not None
+            yield TrainingFinished(
+                state["step"],
+                True,
+                self.out_dir if state["best"] >= 0 else None,
+                self.out_dir / LAST_DIR if saved else None,
+                dict(state["best_dice"]),
+                reason,
+            )
+            return
         state["seconds"] = time.perf_counter() - started
-        last = self._save_last(network, optimizer, state)
-        yield CheckpointSaved(state["step"], last, "last")
-        best = self.out_dir if (self.out_dir / "config.json").exists() else None
-        yield TrainingFinished(state["step"], stopped, best, last, dict(state["best_dice"]))
+        if state["best"] < 0 or state["saved_step"] != state["step"]:
+            if state["best"] < 0:
+                # Stopped before the first validation: validate now, so that the folder's best
+                # model is this run's (with --overwrite, not the replaced run's).
+                epoch = max(0, (state["step"] - 1) // cfg.steps_per_epoch)
+                yield from self._end_epoch(model, optimizer, state, epoch)
+            else:
+                last = self._save_last(network, optimizer, state)
+                yield CheckpointSaved(state["step"], last, "last")
+        yield TrainingFinished(
+            state["step"],
+            stopped,
+            self.out_dir,
+            self.out_dir / LAST_DIR,
+            dict(state["best_dice"]),
+        )
 
     def _learning_rate(self, step: int, total_steps: int) -> float:
         if not self.config.cosine:
@@ -329,22 +417,38 @@ class SegTrainer(StoppableTrainer):
             "best": state["best"],
             "best_dice": state["best_dice"],
         }
-        return save_unet(self.out_dir / LAST_DIR, network, self.spec, provenance, tensors)
+        path = save_unet(self.out_dir / LAST_DIR, network, self.spec, provenance, tensors)
+        state["saved_step"] = state["step"]
+        return path
 
     def _restore(
         self, network: UNet, optimizer: torch.optim.Optimizer, device: torch.device
     ) -> dict[str, Any]:
-        model, tensors = load_unet(self.out_dir / LAST_DIR, self.architecture, self.spec.label_map)
+        folder = self.out_dir / LAST_DIR
+        model, tensors = load_unet(folder, self.architecture, self.spec.label_map)
+        if model.spec != self.spec:
+            raise CheckpointError(
+                f"{folder}: trained with pixel spacing {model.spec.pixel_spacing}, "
+                f"normalisation {model.spec.normalization.to_dict()} and input multiple "
+                f"{model.spec.input_multiple}, not {self.spec.pixel_spacing}, "
+                f"{self.spec.normalization.to_dict()} and {self.spec.input_multiple}; resume "
+                "with the same settings, or train into a new folder."
+            )
         training = model.config["training"]
+        try:
+            resume = training["resume"]
+            restored = {
+                "step": check_integer(training["step"], "step", low=0),
+                "best": check_number(resume["best"], "best"),
+                "best_dice": dict(resume["best_dice"]),
+                "seconds": check_number(training["seconds"], "seconds", low=0.0),
+            }
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(
+                f"{folder}: holds no usable resume state ({error}); train into a new folder."
+            ) from error
         network.load_state_dict(model.network.state_dict())
         restore_optimizer(
-            optimizer,
-            {k: v.to(device) for k, v in tensors.items()},
-            training["resume"]["optimizer"],
+            optimizer, {k: v.to(device) for k, v in tensors.items()}, resume["optimizer"]
         )
-        return {
-            "step": int(training["step"]),
-            "best": float(training["resume"]["best"]),
-            "best_dice": dict(training["resume"]["best_dice"]),
-            "seconds": float(training["seconds"]),
-        }
+        return restored

@@ -9,9 +9,28 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .data.lazy import LazyVolumes
+from .data.samples import MAX_SUBJECTS
 from .errors import InvalidInputError
+from .validation import arg_int
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
+
+
+# Upper bounds of the numeric options: generous for real use, small enough that a typo is caught
+# before it asks for days of training or terabytes (memory is checked again by the backend).
+MAX_STEPS = 10_000_000
+MAX_BATCH = 1024
+MAX_PATCH = 1024
+MAX_CHANNELS = 256
+MAX_DEPTH = 8
+MAX_LATENT = 512
+MAX_CRITIC_STEPS = 100
+MAX_SPACING_MM = 50.0
+MAX_SAMPLES = 100
+MAX_SEED = 2**32 - 1
+SEED = arg_int(0, MAX_SEED)
+"""The argparse type of every seed."""
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | None) -> None:
@@ -26,8 +45,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | No
     group.add_argument(
         "--split", choices=SPLIT_CHOICES, default=None, help="phantom split (eval default: test)"
     )
-    group.add_argument("--subjects", type=int, default=150, help="phantom cohort size")
-    group.add_argument("--cohort-seed", type=int, default=0, help="phantom cohort seed")
+    group.add_argument(
+        "--subjects",
+        type=arg_int(3, MAX_SUBJECTS),
+        default=150,
+        help=f"phantom cohort size, 3 to {MAX_SUBJECTS} (default 150)",
+    )
+    group.add_argument("--cohort-seed", type=SEED, default=0, help="phantom cohort seed")
     group.add_argument(
         "--image",
         "--images",
@@ -46,15 +70,20 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | No
     )
 
 
-def user_volumes(args: argparse.Namespace, require_labels: bool = True) -> list[Any]:
-    """The user's --image files with their --labels (optional where labels are not needed)."""
-    from .data.nifti import load_volume
+def user_volumes(
+    args: argparse.Namespace, require_labels: bool = True, cache_bytes: int = 0
+) -> LazyVolumes:
+    """The user's --image files with their --labels (optional where labels are not needed).
+
+    Every file's header is checked now; the volumes are read one at a time when used.
+    """
+    from .data.nifti import lazy_volumes
 
     if not args.labels and not require_labels:
-        return [load_volume(image) for image in args.images]
+        return lazy_volumes(args.images, cache_bytes=cache_bytes)
     if not args.labels or len(args.labels) != len(args.images):
         raise InvalidInputError("Give one --labels file per --image file, in the same order.")
-    return [load_volume(i, lab) for i, lab in zip(args.images, args.labels, strict=True)]
+    return lazy_volumes(args.images, args.labels, cache_bytes=cache_bytes)
 
 
 def check_data_choice(args: argparse.Namespace) -> None:
@@ -108,18 +137,37 @@ def progress(items: Sequence[Any], label: str) -> Any:
 
 
 def eval_volumes(
-    args: argparse.Namespace, default_split: str = "test", require_labels: bool = True
-) -> list[Any]:
-    """The volumes named by the data arguments (phantom default: the test split)."""
+    args: argparse.Namespace,
+    default_split: str = "test",
+    require_labels: bool = True,
+    cache_bytes: int = 0,
+) -> LazyVolumes:
+    """The volumes named by the data arguments (phantom default: the test split).
+
+    They are made one at a time when used (see :class:`LazyVolumes`), so evaluating a cohort
+    holds one subject at a time; ``cache_bytes`` keeps some for a second pass.
+    """
     from .data.samples import PhantomCohort, load_real_case
 
     check_data_choice(args)
     if args.images:
-        return user_volumes(args, require_labels)
-    volumes = []
+        return user_volumes(args, require_labels, cache_bytes)
+    volumes = LazyVolumes([], cache_bytes)
     if "phantom" in args.sample:
         cohort = PhantomCohort(args.subjects, args.cohort_seed)
-        volumes += cohort.volumes(args.split or default_split)
+        volumes += cohort.lazy_volumes(args.split or default_split, cache_bytes)
     if "real" in args.sample:
-        volumes.append(load_real_case())
+        volumes += LazyVolumes([("abdomen_ct_ts", load_real_case)], cache_bytes)
     return volumes
+
+
+def check_training_out(out: Path, resume: bool, overwrite: bool, *resume_from: Path) -> None:
+    """The trainers' output-folder rule, applied before loading any data or model.
+
+    A folder holding a checkpoint is refused without ``--resume`` or ``--overwrite``, and
+    ``--resume`` needs a checkpoint (see :func:`napari_advseg.training.base.check_out_dir`);
+    the trainer checks again when it is made.
+    """
+    from .training.base import check_out_dir
+
+    check_out_dir(out, resume, overwrite, *resume_from)

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import validation
 from .class_map import class_map
 from .data.resample import resize_images
 from .data.volume import Volume
 from .evaluation.attack_eval import SliceBatch, attack_slices
 from .evaluation.attacks import AttackMethod
-from .inference import ModelGridSlices, to_model_grid
+from .inference import ModelGridSlices, model_grid_bytes, slice_work_bytes, to_model_grid
 from .segmentation import SegmentationModel
 
 
@@ -68,23 +69,61 @@ def to_source_grid(
     }
 
 
+OUTPUT_BYTES = {
+    "attacked_hu": (np.float32, 1),
+    "displacement_mm": (np.float32, 2),
+    "intensity_hu": (np.float32, 1),
+    "s0": (np.uint8, 1),
+    "s_dv": (np.uint8, 1),
+}
+"""The arrays :func:`attack_volume` returns on the source grid: dtype and maps per voxel."""
+
+
+def attack_volume_bytes(seg_model: SegmentationModel, volume: Volume) -> int:
+    """Memory :func:`attack_volume` needs with a batch of one slice (an estimate)."""
+    spec = seg_model.spec
+    outputs = sum(np.dtype(d).itemsize * n for d, n in OUTPUT_BYTES.values()) * volume.image.size
+    # per slice: f_seg twice and the attacker, each network's activations, and the batch's maps
+    # (I0, D, V, I_DV, two label maps, two probability maps) resampled to the source grid
+    maps = 8 + 2 * spec.label_map.num_classes
+    per_slice = 3 * slice_work_bytes(volume, spec, maps)
+    return model_grid_bytes(volume, spec) + outputs + per_slice
+
+
 def attack_volume(
     seg_model: SegmentationModel, method: AttackMethod, volume: Volume, batch_size: int = 16
 ) -> VolumeAttack:
-    """Attack every slice of ``volume`` and return the results on its own grid."""
+    """Attack every slice of ``volume`` and return the results on its own grid.
+
+    Raises
+    ------
+    ResourceError
+        If the attack would need more memory than is free (checked before allocating).
+    """
+    validation.check_memory(
+        attack_volume_bytes(seg_model, volume), f"{volume.name}: attacking the volume"
+    )
     grid = to_model_grid(volume, seg_model.spec)
-    parts: dict[str, list[np.ndarray]] = {}
-    total, pixels = 0.0, 0
+    count, (height, width) = grid.images.shape[0], grid.source_shape
+    volumes = {
+        key: np.empty((n, count, height, width) if n > 1 else (count, height, width), dtype)
+        for key, (dtype, n) in OUTPUT_BYTES.items()
+    }
+    total, pixels, start = 0.0, 0, 0
     for batch in attack_slices(seg_model, method, grid, batch_size):
         total += float((batch.attacked - batch.image).abs().sum())
         pixels += batch.image.numel()
+        stop = start + batch.image.shape[0]
         for key, array in to_source_grid(batch, grid, seg_model.spec.pixel_spacing).items():
-            parts.setdefault(key, []).append(array)
-    volumes = {key: np.concatenate(arrays) for key, arrays in parts.items()}
+            if array.ndim == 4:  # (N, 2, H, W) displacement into (2, Z, H, W)
+                volumes[key][:, start:stop] = array.transpose(1, 0, 2, 3)
+            else:
+                volumes[key][start:stop] = array
+        start = stop
     return VolumeAttack(
-        attacked_hu=volumes["attacked_hu"].astype(np.float32),
-        displacement_mm=volumes["displacement_mm"].transpose(1, 0, 2, 3).astype(np.float32),
-        intensity_hu=volumes["intensity_hu"].astype(np.float32),
+        attacked_hu=volumes["attacked_hu"],
+        displacement_mm=volumes["displacement_mm"],
+        intensity_hu=volumes["intensity_hu"],
         s0=volumes["s0"],
         s_dv=volumes["s_dv"],
         p=total / max(pixels, 1),

@@ -8,13 +8,21 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from . import __version__
 from ._cli_common import (
+    MAX_BATCH,
+    MAX_CHANNELS,
+    MAX_DEPTH,
+    MAX_PATCH,
+    MAX_SPACING_MM,
+    MAX_STEPS,
+    SEED,
     SPLIT_CHOICES,
     add_data_arguments,
     check_data_choice,
+    check_training_out,
     eval_volumes,
     fmt,
     progress,
@@ -22,14 +30,36 @@ from ._cli_common import (
     with_progress,
 )
 from .cli_attack import add_attack_commands
+from .data.samples import MAX_SUBJECTS
 from .errors import AdvsegError
+from .validation import arg_float, arg_int, check_disk, check_output_dir, check_output_file
+
+
+class UsageError(Exception):
+    """A command line that argparse refuses (reported in one line, exit status 2)."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        """Raise :class:`UsageError` instead of printing the usage and exiting."""
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``advseg``; returns the exit status."""
+    """Entry point of ``advseg``; returns the exit status.
+
+    A user's mistake (a bad argument, file or request) ends in one line ``advseg: error: ...``
+    and status 2; Ctrl-C outside training ends in one line and status 130.
+    """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:
+        print(f"advseg: error: {error}", file=sys.stderr)
+        return 2
     args.command_line = "advseg " + " ".join(shlex.quote(arg) for arg in argv)
     if not hasattr(args, "handler"):
         parser.print_help()
@@ -39,12 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AdvsegError as error:
         print(f"advseg: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("\nadvseg: interrupted; nothing more was written.", file=sys.stderr)
+        return 130
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``advseg`` and its subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="advseg",
         description=(
             "Stress-test CT organ segmentation networks with learned adversarial examples "
@@ -63,12 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, required=True, help="folder to write into")
     sample.add_argument("--sample", choices=("phantom", "real"), default="phantom")
     sample.add_argument(
-        "--subjects", type=int, default=None, help="phantom: how many subjects (default: all 150)"
+        "--subjects",
+        type=arg_int(3, MAX_SUBJECTS),
+        default=150,
+        help=f"phantom: how many subjects, 3 to {MAX_SUBJECTS} (default 150)",
     )
     sample.add_argument(
         "--split", choices=SPLIT_CHOICES, default="all", help="phantom: only this split"
     )
-    sample.add_argument("--seed", type=int, default=0, help="phantom cohort seed (default 0)")
+    sample.add_argument("--seed", type=SEED, default=0, help="phantom cohort seed (default 0)")
     sample.set_defaults(handler=_sample_data)
 
     train = commands.add_parser(
@@ -85,33 +121,52 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(train, default_sample=None)
     train.add_argument(
         "--real-weight",
-        type=float,
+        type=arg_float(0, 1e6, low_open=True),
         default=10.0,
         help="sampling weight of the real case relative to one phantom subject",
     )
-    train.add_argument("--epochs", type=int, default=12)
-    train.add_argument("--steps-per-epoch", type=int, default=200)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--patch-size", type=int, default=96, help="square training patch, pixels")
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--epochs", type=arg_int(1, MAX_STEPS), default=12)
+    train.add_argument("--steps-per-epoch", type=arg_int(1, MAX_STEPS), default=200)
+    train.add_argument("--batch-size", type=arg_int(1, MAX_BATCH), default=16)
+    train.add_argument(
+        "--patch-size",
+        type=arg_int(8, MAX_PATCH),
+        default=96,
+        help=f"square training patch, pixels (8 to {MAX_PATCH}; a multiple of 2^(depth-1))",
+    )
+    train.add_argument(
+        "--lr", type=arg_float(0, 1, low_open=True), default=1e-3, help="Adam learning rate"
+    )
     train.add_argument(
         "--constant-lr", action="store_true", help="no cosine decay of the learning rate"
     )
     train.add_argument(
         "--dice-weight",
-        type=float,
+        type=arg_float(0, 1e6),
         default=0.0,
         help="weight of an extra soft-Dice loss term (0: cross-entropy only)",
     )
-    train.add_argument("--base-channels", type=int, default=16)
-    train.add_argument("--depth", type=int, default=4, help="U-Net resolution levels")
     train.add_argument(
-        "--spacing", type=float, default=3.0, help="in-plane pixel spacing (mm) the model works at"
+        "--base-channels", type=arg_int(1, MAX_CHANNELS), default=16, help="U-Net width"
+    )
+    train.add_argument(
+        "--depth", type=arg_int(2, MAX_DEPTH), default=4, help="U-Net resolution levels"
+    )
+    train.add_argument(
+        "--spacing",
+        type=arg_float(0, MAX_SPACING_MM, low_open=True),
+        default=3.0,
+        help="in-plane pixel spacing (mm) the model works at",
     )
     train.add_argument("--no-augment", action="store_true", help="turn off augmentation")
     train.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=SEED, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the checkpoint in OUT; files you put there, such as MODEL_CARD.md, are kept",
+    )
     train.set_defaults(handler=_train_seg)
 
     evaluate = commands.add_parser(
@@ -137,10 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sample_data(args: argparse.Namespace) -> None:
+    import math
+
     from .data.nifti import write_nifti
     from .data.samples import REAL_CASE_ATTRIBUTION, PhantomCohort, load_real_case
 
-    out: Path = args.out
+    out: Path = check_output_dir(args.out)
     if args.sample == "real":
         volume = load_real_case()
         write_nifti(out / "abdomen_ct_ts_ct.nii.gz", volume.image, volume.grid, "int16")
@@ -148,8 +205,10 @@ def _sample_data(args: argparse.Namespace) -> None:
         (out / "ATTRIBUTION.txt").write_text(REAL_CASE_ATTRIBUTION + "\n")
         print(f"wrote the real CT case to {out}\n{REAL_CASE_ATTRIBUTION}")
         return
-    cohort = PhantomCohort(args.subjects or 150, args.seed)
+    cohort = PhantomCohort(args.subjects, args.seed)
     indices = cohort.split(args.split)
+    # uncompressed int16 images and uint8 labels: an upper bound of the .nii.gz files
+    check_disk(out, 3 * math.prod(cohort.config.shape) * len(indices), "sample-data")
     for index in progress(indices, "phantom subjects"):
         volume = cohort.subject(index)
         write_nifti(out / f"{volume.name}_ct.nii.gz", volume.image, volume.grid, "int16")
@@ -166,7 +225,7 @@ def _training_data(args: argparse.Namespace) -> tuple[list[Any], list[Any], list
 
     check_data_choice(args)
     if args.images:
-        volumes = user_volumes(args)
+        volumes = list(user_volumes(args))
         if len(volumes) < 3:
             print("advseg: fewer than 3 subjects: training on all, no validation", file=sys.stderr)
             return volumes, [], [1.0] * len(volumes), {"images": [str(p) for p in args.images]}
@@ -208,6 +267,7 @@ def _train_seg(args: argparse.Namespace) -> None:
     from .training.events import TrainingFinished, ValidationCompleted
     from .training.seg_trainer import SegTrainer, SegTrainingConfig, make_spec
 
+    check_training_out(args.out, args.resume, args.overwrite, args.out / "last")
     train, val, weights, data = _training_data(args)
     architecture = UNetConfig(DEFAULT_LABEL_MAP.num_classes, args.base_channels, args.depth)
     config = SegTrainingConfig(
@@ -231,8 +291,9 @@ def _train_seg(args: argparse.Namespace) -> None:
         spec,
         config,
         weights,
-        args.resume,
-        {"command": args.command_line, "data": data},
+        resume=args.resume,
+        overwrite=args.overwrite,
+        provenance={"command": args.command_line, "data": data},
     )
     print(f"training on {len(train)} volumes, validating on {len(val)}; Ctrl-C stops and saves")
     for event in with_progress(trainer, "train-seg"):
@@ -255,15 +316,18 @@ def _eval_seg(args: argparse.Namespace) -> None:
     from .inference import segment_volume
     from .segmentation import default_model_path, load_segmentation_model
 
+    if args.json is not None:
+        check_output_file(args.json, "--json")
     check_data_choice(args)
+    volumes = eval_volumes(args)  # checks the files' headers; reads each volume when used
     model = load_segmentation_model(args.model)
-    volumes = eval_volumes(args)
     names = model.spec.label_map.names
     rows = []
-    for volume in progress(volumes, "subjects"):
+    for volume in progress(volumes, "subjects"):  # one subject in memory at a time
         prediction = segment_volume(model, volume)
         dice = dice_per_label(prediction, volume.require_labels(), model.spec.label_map)
         rows.append({"subject": volume.name, "dice": dice})
+        del volume, prediction
     summary = mean_dice([row["dice"] for row in rows], names)
     print(f"model: {args.model or default_model_path()}  ({len(rows)} subjects)")
     print(_table(rows, summary, names))

@@ -3,15 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
-from ._cli_common import add_data_arguments, check_data_choice, eval_volumes, with_progress
-from .errors import InvalidInputError
+from ._cli_common import (
+    MAX_BATCH,
+    MAX_CRITIC_STEPS,
+    MAX_LATENT,
+    MAX_PATCH,
+    MAX_SAMPLES,
+    MAX_STEPS,
+    SEED,
+    add_data_arguments,
+    check_data_choice,
+    check_training_out,
+    eval_volumes,
+    with_progress,
+)
+from .validation import (
+    arg_float,
+    arg_int,
+    available_memory,
+    check_disk,
+    check_output_dir,
+    check_output_file,
+)
 
 DEFAULT_ATTACKER = "attacker_dv_xi2.5"
 SWEEP_XI = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+MAX_XI = 100.0
+MAX_WEIGHT = 1e6
+MAX_TEMPERATURE = 100.0
+SWEEP_CACHE_BYTES = 512 * 1024**2
+"""Test volumes the sweep keeps between its passes (one per attacker); the rest are re-read."""
 
 
 def add_attack_commands(commands: Any) -> None:
@@ -31,6 +57,11 @@ def add_attack_commands(commands: Any) -> None:
     _add_attack_settings(train)
     add_data_arguments(train, default_sample=None)
     train.add_argument("--resume", action="store_true", help="continue from OUT")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the checkpoint in OUT; files you put there, such as MODEL_CARD.md, are kept",
+    )
     train.set_defaults(handler=_train_attack)
 
     sweep = commands.add_parser(
@@ -43,7 +74,9 @@ def add_attack_commands(commands: Any) -> None:
         ),
     )
     sweep.add_argument("--seg", type=Path, default=None, help="f_seg (default: shipped U-Net)")
-    sweep.add_argument("--xi", type=float, nargs="+", default=list(SWEEP_XI))
+    sweep.add_argument(
+        "--xi", type=arg_float(0, MAX_XI), nargs="+", default=list(SWEEP_XI), help="xi to train"
+    )
     sweep.add_argument(
         "--attackers",
         type=Path,
@@ -53,6 +86,11 @@ def add_attack_commands(commands: Any) -> None:
     )
     sweep.add_argument("--out", type=Path, default=Path("sweep"), help="output folder")
     sweep.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    sweep.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace attacker checkpoints already in OUT/attackers (else they are refused)",
+    )
     _add_attack_settings(sweep, with_xi=False)
     add_data_arguments(sweep, default_sample=None)
     sweep.set_defaults(handler=_sweep)
@@ -75,24 +113,40 @@ def add_attack_commands(commands: Any) -> None:
         help=f"attacker folder (default: shipped {DEFAULT_ATTACKER})",
     )
     generate.add_argument(
-        "--samples", type=int, default=1, help="1: the posterior mean; N > 1: N posterior samples"
+        "--samples",
+        type=arg_int(1, MAX_SAMPLES),
+        default=1,
+        help=f"1: the posterior mean; N > 1 (at most {MAX_SAMPLES}): N posterior samples",
     )
-    generate.add_argument("--temperature", type=float, default=1.0)
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--temperature",
+        type=arg_float(0, MAX_TEMPERATURE),
+        default=1.0,
+        help="scale of the posterior's spread for samples (0: its mean)",
+    )
+    generate.add_argument("--seed", type=SEED, default=0)
     generate.set_defaults(handler=_generate)
 
 
 def _add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) -> None:
     group = parser.add_argument_group("attack training")
+    weight = arg_float(0, MAX_WEIGHT)
     if with_xi:
-        group.add_argument("--xi", type=float, default=2.0, help="target masked cross-entropy")
+        group.add_argument(
+            "--xi", type=arg_float(0, MAX_XI), default=2.0, help="target masked cross-entropy"
+        )
         group.add_argument("--mode", choices=("dv", "d", "v"), default="dv")
-    group.add_argument("--steps", type=int, default=1000, help="generator steps")
-    group.add_argument("--batch-size", type=int, default=8)
-    group.add_argument("--crop-size", type=int, default=128)
-    group.add_argument("--lambda-d", type=float, default=0.1)
-    group.add_argument("--lambda-v", type=float, default=0.01)
-    group.add_argument("--kl-weight", type=float, default=0.01, help="0: the paper's exact eq. 6")
+    group.add_argument("--steps", type=arg_int(1, MAX_STEPS), default=1000, help="generator steps")
+    group.add_argument("--batch-size", type=arg_int(1, MAX_BATCH), default=8)
+    group.add_argument(
+        "--crop-size",
+        type=arg_int(16, MAX_PATCH),
+        default=128,
+        help=f"training crop, pixels (16 to {MAX_PATCH}, a multiple of the attacker's stride)",
+    )
+    group.add_argument("--lambda-d", type=weight, default=0.1)
+    group.add_argument("--lambda-v", type=weight, default=0.01)
+    group.add_argument("--kl-weight", type=weight, default=0.01, help="0: the paper's exact eq. 6")
     group.add_argument(
         "--reference",
         choices=("warped", "original"),
@@ -106,34 +160,40 @@ def _add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) 
     )
     group.add_argument(
         "--diversity-weight",
-        type=float,
+        type=weight,
         default=0.0,
         help="reward different D and V for different latent draws (our option; 0: off)",
     )
     group.add_argument(
         "--diversity-cap-d",
-        type=float,
+        type=arg_float(0, MAX_WEIGHT, low_open=True),
         default=0.5,
         help="D change (px) per unit z at which it saturates",
     )
     group.add_argument(
         "--diversity-cap-v",
-        type=float,
+        type=arg_float(0, MAX_WEIGHT, low_open=True),
         default=0.05,
         help="V change per unit z at which it saturates",
     )
-    group.add_argument("--lr", type=float, default=1e-4, help="RMSProp learning rate")
-    group.add_argument("--critic-steps", type=int, default=5)
+    group.add_argument(
+        "--lr", type=arg_float(0, 1, low_open=True), default=1e-4, help="RMSProp learning rate"
+    )
+    group.add_argument("--critic-steps", type=arg_int(1, MAX_CRITIC_STEPS), default=5)
     group.add_argument(
         "--gradient-penalty",
-        type=float,
+        type=weight,
         default=0.0,
         help="WGAN-GP weight instead of weight clipping (0: clipping)",
     )
-    group.add_argument("--latent-d", type=int, default=8, help="dimensions of z_D")
-    group.add_argument("--latent-v", type=int, default=8, help="dimensions of z_V")
+    group.add_argument(
+        "--latent-d", type=arg_int(1, MAX_LATENT), default=8, help="dimensions of z_D"
+    )
+    group.add_argument(
+        "--latent-v", type=arg_int(1, MAX_LATENT), default=8, help="dimensions of z_V"
+    )
     group.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--seed", type=SEED, default=0)
 
 
 def _training_settings(args: argparse.Namespace, xi: float) -> Any:
@@ -163,7 +223,7 @@ def _training_settings(args: argparse.Namespace, xi: float) -> Any:
 def _train_volumes(args: argparse.Namespace) -> list[Any]:
     if not args.sample and not args.images:
         args.sample = ["phantom"]
-    return eval_volumes(args, default_split="train", require_labels=False)
+    return list(eval_volumes(args, default_split="train", require_labels=False))
 
 
 def _train_one(
@@ -180,6 +240,7 @@ def _train_one(
         AttackerConfig(args.latent_d, args.latent_v, mode=mode),
         config=_training_settings(args, xi),
         resume=getattr(args, "resume", False),
+        overwrite=args.overwrite,
         provenance={"command": args.command_line, "data": [v.name for v in volumes]},
     )
     print(f"training attacker xi={xi:g} mode={mode} on {len(volumes)} volumes -> {out}")
@@ -195,6 +256,7 @@ def _train_one(
 def _train_attack(args: argparse.Namespace) -> None:
     from .segmentation import load_segmentation_model
 
+    check_training_out(args.out, args.resume, args.overwrite)
     seg = load_segmentation_model(args.seg)
     _train_one(args, seg, _train_volumes(args), args.out, args.xi, args.mode)
 
@@ -218,21 +280,32 @@ def _sweep(args: argparse.Namespace) -> None:
     from .segmentation import load_segmentation_model
     from .training.attacker_io import load_attacker
 
-    seg = load_segmentation_model(args.seg)
+    check_output_dir(args.out)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    plan = [(xi, "dv") for xi in args.xi] + [(2.0, "d"), (2.0, "v")]
+    planned = [args.out / "attackers" / f"{mode}_xi{xi:g}" for xi, mode in plan]
+    if not args.attackers:
+        for folder in planned:
+            check_training_out(folder, False, args.overwrite)
     check_data_choice(args)
-    test = eval_volumes(args, require_labels=False)
+    # read one test volume at a time, keeping at most a bounded share of memory for later passes
+    free = available_memory()
+    cache = SWEEP_CACHE_BYTES if free is None else min(SWEEP_CACHE_BYTES, free // 8)
+    test = eval_volumes(args, require_labels=False, cache_bytes=cache)
+    seg = load_segmentation_model(args.seg)
     if args.attackers:
         folders = list(args.attackers)
     else:
         train = PhantomCohort(args.subjects, args.cohort_seed).volumes("train")
-        plan = [(xi, "dv") for xi in args.xi] + [(2.0, "d"), (2.0, "v")]
         folders = [
-            _train_one(args, seg, train, args.out / "attackers" / f"{mode}_xi{xi:g}", xi, mode)
-            for xi, mode in plan
+            _train_one(args, seg, train, folder, xi, mode)
+            for (xi, mode), folder in zip(plan, planned, strict=True)
         ]
+        del train
     attackers = sorted((load_attacker(f) for f in folders), key=lambda a: (a.mode != "dv", a.xi))
     rows: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {"seg": seg.name, "subjects": [v.name for v in test]}
+    extra: dict[str, Any] = {"seg": seg.name, "subjects": test.names}
     evaluated_dv = []
     for loaded in attackers:
         warning = loaded.target_mismatch(seg)
@@ -286,13 +359,17 @@ def _sweep(args: argparse.Namespace) -> None:
 def _generate(args: argparse.Namespace) -> None:
     from ._resources import models_dir
     from .attack import attack_volume
-    from .data.nifti import load_volume, write_nifti
+    from .data.nifti import load_volume, open_nifti, write_nifti
     from .evaluation.attacks import LearnedAttack
     from .segmentation import load_segmentation_model
     from .training.attacker_io import load_attacker
 
-    if args.samples < 1:
-        raise InvalidInputError("--samples must be at least 1.")
+    check_output_dir(args.out)
+    header = open_nifti(args.image)
+    voxels = math.prod(int(n) for n in header.shape)
+    # per draw: I_DV (int16), V, D_x, D_y (float32), S_DV (uint8); S0 once; uncompressed sizes,
+    # an upper bound of the .nii.gz files
+    check_disk(args.out, voxels * (15 * args.samples + 1), f"generate --samples {args.samples}")
     seg = load_segmentation_model(args.seg)
     loaded = load_attacker(args.attacker or models_dir() / DEFAULT_ATTACKER)
     warning = loaded.target_mismatch(seg)

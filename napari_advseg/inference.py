@@ -7,11 +7,13 @@ of the class probabilities back to the source grid -> argmax.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from . import validation
 from .class_map import class_map
 from .data.normalization import NormalizationStats
 from .data.resample import grid_shape, resize_images, resize_labels
@@ -19,6 +21,17 @@ from .data.slices import Crop, pad_to_multiple
 from .data.volume import Volume
 from .errors import InvalidInputError
 from .segmentation import ModelSpec, SegmentationModel
+
+MAX_MODEL_GRID_SIDE = 4096
+"""The largest slice side, in pixels at the model's spacing, that is resampled for a model.
+
+4096 pixels cover a 1.2 m field of view at 0.3 mm; a larger grid comes from a header whose
+spacing is wrong (e.g. 3000 mm pixels), so it is refused with a message rather than allocated.
+"""
+ACTIVATION_FLOATS = 64
+"""Floats per pixel that a network is assumed to hold while it runs on one slice (an estimate:
+the shipped U-Net holds about 40 at 16 base channels)."""
+FLOAT_BYTES = 4
 
 
 @dataclass
@@ -51,21 +64,82 @@ class ModelGridSlices:
 
 
 def model_grid_shape(volume: Volume, spec: ModelSpec) -> tuple[int, int]:
-    """In-plane size of the volume's slices at the model's spacing; checks the minimum size."""
+    """In-plane size of the volume's slices at the model's spacing; checks its bounds.
+
+    Raises
+    ------
+    InvalidInputError
+        If the slices would be smaller than the network takes, or larger than
+        :data:`MAX_MODEL_GRID_SIDE` pixels a side.
+    """
     shape = grid_shape(volume.image.shape[1:], volume.spacing[1:], spec.pixel_spacing)
+    described = (
+        f"{volume.name}: slices of {volume.image.shape[1]}x{volume.image.shape[2]} pixels "
+        f"at {volume.spacing[1]:g}x{volume.spacing[2]:g} mm are {shape[0]}x{shape[1]} at "
+        f"the model's {spec.pixel_spacing[0]:g} mm"
+    )
     if min(shape) < spec.min_size:
         raise InvalidInputError(
-            f"{volume.name}: slices of {volume.image.shape[1]}x{volume.image.shape[2]} pixels "
-            f"at {volume.spacing[1]:g}x{volume.spacing[2]:g} mm are {shape[0]}x{shape[1]} at "
-            f"the model's {spec.pixel_spacing[0]:g} mm; the network needs at least "
-            f"{spec.min_size} pixels a side."
+            f"{described}; the network needs at least {spec.min_size} pixels a side."
+        )
+    if max(shape) > MAX_MODEL_GRID_SIDE:
+        raise InvalidInputError(
+            f"{described}, more than the {MAX_MODEL_GRID_SIDE} a side allowed; check the pixel "
+            "spacing in the file's header."
         )
     return shape
 
 
+def padded_shape(shape: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """``shape`` padded up to a multiple of ``multiple``."""
+    return (shape[0] + -shape[0] % multiple, shape[1] + -shape[1] % multiple)
+
+
+def model_grid_bytes(volume: Volume, spec: ModelSpec) -> int:
+    """Memory :func:`to_model_grid` allocates: normalised, resampled and padded slices."""
+    slices, height, width = volume.image.shape
+    model = model_grid_shape(volume, spec)
+    padded = padded_shape(model, spec.input_multiple)
+    pixels = height * width + model[0] * model[1] + padded[0] * padded[1]
+    return FLOAT_BYTES * slices * pixels
+
+
+def slice_work_bytes(volume: Volume, spec: ModelSpec, maps: int) -> int:
+    """Memory the network and ``maps`` resampled output maps need per slice on the CPU."""
+    padded = padded_shape(model_grid_shape(volume, spec), spec.input_multiple)
+    height, width = volume.image.shape[1:]
+    return FLOAT_BYTES * (
+        ACTIVATION_FLOATS * padded[0] * padded[1] + maps * (padded[0] * padded[1] + height * width)
+    )
+
+
+def fit_batch(fixed: int, per_item: int, batch_size: int, what: str) -> int:
+    """The largest batch, at most ``batch_size``, whose memory fits beside ``fixed`` bytes.
+
+    Raises
+    ------
+    ResourceError
+        If not even one item fits.
+    """
+    validation.check_memory(fixed + per_item, what)
+    free = validation.available_memory()
+    if free is None:
+        return batch_size
+    return int(max(1, min(batch_size, (free - fixed) // max(per_item, 1))))
+
+
 def to_model_grid(volume: Volume, spec: ModelSpec, pad: bool = True) -> ModelGridSlices:
-    """Normalise, resample and (optionally) pad all slices of ``volume`` for the model."""
+    """Normalise, resample and (optionally) pad all slices of ``volume`` for the model.
+
+    Raises
+    ------
+    ResourceError
+        If the slices at the model's spacing would not fit in free memory.
+    """
     shape = model_grid_shape(volume, spec)
+    validation.check_memory(
+        model_grid_bytes(volume, spec), f"{volume.name}: resampling to the model's grid"
+    )
     normalized, stats = spec.normalization.apply(volume.image)
     images = resize_images(torch.from_numpy(normalized)[:, None], shape)
     crop = Crop(slice(0, shape[0]), slice(0, shape[1]))
@@ -80,20 +154,73 @@ def labels_to_model_grid(volume: Volume, spec: ModelSpec) -> torch.Tensor:
     return resize_labels(torch.from_numpy(volume.require_labels().astype(np.int64)), shape)
 
 
+def _probability_bytes(slices: ModelGridSlices, channels: int) -> int:
+    return FLOAT_BYTES * slices.images.shape[0] * channels * math.prod(slices.source_shape)
+
+
+def _slice_bytes(model: SegmentationModel, slices: ModelGridSlices, channels: int) -> int:
+    padded = math.prod(slices.images.shape[-2:])
+    network = ACTIVATION_FLOATS * padded if model.device.type == "cpu" else 0
+    return FLOAT_BYTES * (network + channels * (padded + math.prod(slices.source_shape)))
+
+
 @torch.inference_mode()
 def predict_probabilities(
     model: SegmentationModel, slices: ModelGridSlices, batch_size: int = 16
 ) -> torch.Tensor:
-    """Class probabilities (Z, C + 1, H, W) on the source grid, computed on the model's device."""
-    outputs = []
-    for start in range(0, slices.images.shape[0], batch_size):
+    """Class probabilities (Z, C + 1, H, W) on the source grid, computed on the model's device.
+
+    The batch shrinks where a batch of large slices would not fit in free memory.
+
+    Raises
+    ------
+    ResourceError
+        If the probabilities and one slice's work do not fit in free memory.
+    """
+    channels = model.spec.label_map.num_classes
+    batch_size = fit_batch(
+        _probability_bytes(slices, channels),
+        _slice_bytes(model, slices, channels),
+        batch_size,
+        "Segmenting the volume",
+    )
+    count = slices.images.shape[0]
+    output = torch.empty((count, channels, *slices.source_shape), dtype=torch.float32)
+    for start in range(0, count, batch_size):
         batch = slices.images[start : start + batch_size].to(model.device)
         probabilities = torch.softmax(model(batch).float(), dim=1)
-        outputs.append(slices.to_source(probabilities).cpu())
-    return torch.cat(outputs)
+        if tuple(probabilities.shape[:2]) != (batch.shape[0], channels):
+            raise InvalidInputError(
+                f"{model.name}: returned outputs of shape {tuple(probabilities.shape)} for "
+                f"{tuple(batch.shape)} inputs; its spec needs {channels} channels, one per class."
+            )
+        output[start : start + batch.shape[0]] = slices.to_source(probabilities).cpu()
+    return output
+
+
+def segment_volume_bytes(model: SegmentationModel, volume: Volume) -> int:
+    """Memory :func:`segment_volume` needs with a batch of one slice."""
+    channels = model.spec.label_map.num_classes
+    voxels = volume.image.size
+    # the model grid, the probabilities on the source grid, the int64 class map, uint8 labels
+    return (
+        model_grid_bytes(volume, model.spec)
+        + FLOAT_BYTES * channels * voxels
+        + 9 * voxels
+        + slice_work_bytes(volume, model.spec, channels)
+    )
 
 
 def segment_volume(model: SegmentationModel, volume: Volume, batch_size: int = 16) -> np.ndarray:
-    """Label volume (Z, Y, X) uint8 predicted by ``model`` on ``volume``'s own grid."""
+    """Label volume (Z, Y, X) uint8 predicted by ``model`` on ``volume``'s own grid.
+
+    Raises
+    ------
+    ResourceError
+        If segmenting it would need more memory than is free (checked before allocating).
+    """
+    validation.check_memory(
+        segment_volume_bytes(model, volume), f"{volume.name}: segmenting the volume"
+    )
     probabilities = predict_probabilities(model, to_model_grid(volume, model.spec), batch_size)
     return class_map(probabilities).numpy().astype(np.uint8)

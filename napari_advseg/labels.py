@@ -10,6 +10,9 @@ import numpy as np
 
 from .errors import InvalidInputError
 
+MAX_LISTED = 10
+"""At most this many unknown label values are named in an error message."""
+
 
 @dataclass(frozen=True)
 class Label:
@@ -105,12 +108,23 @@ class LabelMap:
         source
             Where the values come from, for the message (a file name or a layer name).
         """
+        values = np.asarray(values)
+        if values.size == 0:
+            return
+        if 0 <= values.min() and values.max() <= len(self.labels):
+            return  # the common case, without sorting the whole volume
         present = np.unique(values)
         unknown = present[(present < 0) | (present > len(self.labels))]
         if unknown.size:
             known = ", ".join(f"{label.id} {label.name}" for label in self.labels)
+            shown = ", ".join(f"{value:g}" for value in unknown[:MAX_LISTED].tolist())
+            listed = (
+                f"[{shown}]"
+                if unknown.size <= MAX_LISTED
+                else f"[{shown}, ...] ({unknown.size} in all; is this an image, not labels?)"
+            )
             raise InvalidInputError(
-                f"{source}: unknown label values {unknown.tolist()}; this label map has "
+                f"{source}: unknown label values {listed}; this label map has "
                 f"0 background, {known}. Relabel the volume or use a model trained on its labels."
             )
 

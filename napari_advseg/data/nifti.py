@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import nibabel as nib
@@ -10,7 +13,9 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..labels import DEFAULT_LABEL_MAP, LabelMap
-from .volume import SourceGrid, Volume, check_image
+from ..validation import check_memory, format_bytes
+from .lazy import LazyVolumes
+from .volume import SourceGrid, Volume, check_image, check_labels
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -20,6 +25,71 @@ def is_nifti_path(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+GZIP_MAX_RATIO = 1032
+"""Deflate cannot expand data more than about 1032:1, which bounds what a .gz file can hold."""
+
+
+def _claimed_bytes(image: nib.Nifti1Image | nib.Nifti2Image) -> tuple[int, int]:
+    """Bytes of voxel data that a header claims on disk, and once read into memory."""
+    header = image.header
+    count = math.prod(int(n) for n in image.shape)  # a Python int: no overflow
+    dtype = header.get_data_dtype()
+    slope, inter = header.get_slope_inter()
+    scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
+    return count * dtype.itemsize, count * (8 if scaled else dtype.itemsize)
+
+
+def open_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image | nib.Nifti2Image:
+    """Open a NIfTI file's header, and check the data it claims before anything is read.
+
+    The claimed data must fit in the file (for ``.nii.gz``: in what a gzip file of its size can
+    hold) and, once read, in the machine's free memory.
+
+    Raises
+    ------
+    InvalidInputError
+        If the path is missing or a folder, not NIfTI, or its header does not fit the file.
+    ResourceError
+        If the data it holds would not fit in free memory.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if is_nifti_path(p))[:1]
+        hint = (
+            f", such as {inside[0]} in it"
+            if inside
+            else "; convert a DICOM series to NIfTI first (e.g. with dcm2niix)"
+        )
+        raise InvalidInputError(f"{path}: is a folder; give a .nii or .nii.gz file{hint}.")
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: no such file.")
+    if not is_nifti_path(path):
+        raise InvalidInputError(f"{path}: not a NIfTI file name; give a .nii or .nii.gz file.")
+    try:
+        image = nib.load(path)
+    except Exception as error:  # nibabel and gzip raise many kinds on a bad header
+        raise InvalidInputError(
+            f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error}). "
+            "The file may be truncated or of another format."
+        ) from error
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise InvalidInputError(f"{path}: not a NIfTI image (read as {type(image).__name__}).")
+    on_disk, in_memory = _claimed_bytes(image)
+    size = path.stat().st_size
+    compressed = str(path).lower().endswith(".gz")
+    claimed = int(image.header.get_data_offset()) + on_disk
+    if claimed > (size * GZIP_MAX_RATIO if compressed else size):
+        raise InvalidInputError(
+            f"{path}: its header claims {'x'.join(map(str, image.shape))} voxels "
+            f"({format_bytes(on_disk)}), more than this {format_bytes(size)} file can hold; "
+            "the file is truncated or its header is wrong."
+        )
+    # the data as read, its canonical copy, and the float32 image made from it
+    voxels = math.prod(int(n) for n in image.shape)
+    check_memory(2 * in_memory + 4 * voxels, f"Reading {path.name}")
+    return image
+
+
 def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, SourceGrid]:
     """Read a NIfTI file into a canonical (z, y, x) array and its source grid.
 
@@ -27,19 +97,13 @@ def read_nifti(path: str | os.PathLike[str]) -> tuple[np.ndarray, SourceGrid]:
     ------
     InvalidInputError
         If the file is missing, not NIfTI, corrupt or not a 3D volume.
+    ResourceError
+        If its data would not fit in free memory.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: no such file.")
-    if not is_nifti_path(path):
-        raise InvalidInputError(f"{path}: not a NIfTI file name; give a .nii or .nii.gz file.")
+    image = open_nifti(path)
     try:
-        image = nib.load(path)
-        if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-            raise InvalidInputError(f"{path}: not a NIfTI image (read as {type(image).__name__}).")
         data = np.asanyarray(image.dataobj)
-    except InvalidInputError:
-        raise
     except Exception as error:  # nibabel, gzip and numpy raise many kinds on a bad file
         raise InvalidInputError(
             f"{path}: cannot be read as NIfTI ({type(error).__name__}: {error}). "
@@ -84,6 +148,7 @@ def load_volume(
                 f"({image_path}); the two files are not on the same grid. Resample the labels onto "
                 "the image first."
             )
+        labels = check_labels(labels, image.shape, label_map, str(labels_path))
     return Volume(
         image=image,
         spacing=grid.canonical_spacing(),
@@ -91,6 +156,27 @@ def load_volume(
         name=Path(image_path).name,
         grid=grid,
         label_map=label_map,
+    )
+
+
+def lazy_volumes(
+    images: Sequence[str | os.PathLike[str]],
+    labels: Sequence[str | os.PathLike[str] | None] | None = None,
+    label_map: LabelMap = DEFAULT_LABEL_MAP,
+    cache_bytes: int = 0,
+) -> LazyVolumes:
+    """NIfTI volumes (with optional labels) read one at a time when used.
+
+    Every file's header is checked first (see :func:`open_nifti`), so a missing, mislabelled or
+    impossible file is refused before any work, not after the volumes before it.
+    """
+    pairs = list(zip(images, labels or [None] * len(images), strict=True))
+    for image, label in pairs:
+        open_nifti(image)
+        if label is not None:
+            open_nifti(label)
+    return LazyVolumes(
+        [(Path(i).name, partial(load_volume, i, lab, label_map)) for i, lab in pairs], cache_bytes
     )
 
 

@@ -8,18 +8,23 @@ against it is Dice against a reference segmentation, not a manual ground truth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 
 from .._resources import sample_data_dir
 from ..errors import InvalidInputError
+from .lazy import LazyVolumes
 from .nifti import load_volume
 from .phantom import PhantomConfig, generate_phantom
 from .splits import SPLIT_NAMES, split_subjects
 from .volume import Volume
 
 SAMPLE_NAMES = ("phantom", "real")
+MAX_SUBJECTS = 1000
+"""The largest phantom cohort the command line makes (the paper's has 150 subjects)."""
+CACHED_SUBJECTS = 16
+"""Generated phantoms kept for reuse; a bound, so that memory does not grow with a cohort."""
 REAL_CASE_DIR = "abdomen_ct_ts"
 REAL_CASE_ATTRIBUTION = (
     "Real CT: crop of the TotalSegmentator example CT (github.com/wasserth/TotalSegmentator, "
@@ -89,8 +94,15 @@ class PhantomCohort:
         """All subjects of one split."""
         return [self.subject(index) for index in self.split(split)]
 
+    def lazy_volumes(self, split: str, cache_bytes: int = 0) -> LazyVolumes:
+        """The subjects of one split, each generated when it is used (see :class:`LazyVolumes`)."""
+        return LazyVolumes(
+            [(self.subject_name(i), partial(self.subject, i)) for i in self.split(split)],
+            cache_bytes,
+        )
 
-@lru_cache(maxsize=256)
+
+@lru_cache(maxsize=CACHED_SUBJECTS)
 def _generate_cached(seed: int, config: PhantomConfig) -> tuple[np.ndarray, np.ndarray]:
     image, labels = generate_phantom(seed, config)
     image.setflags(write=False)

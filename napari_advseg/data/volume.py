@@ -167,7 +167,12 @@ def check_image(image: np.ndarray, name: str) -> np.ndarray:
 
 def check_spacing(spacing: tuple[float, ...], name: str) -> tuple[float, float, float]:
     """Validate a (z, y, x) voxel size in mm."""
-    values = tuple(float(s) for s in spacing)
+    try:
+        values = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError) as error:
+        raise InvalidInputError(
+            f"{name}: spacing must be three positive numbers in mm, got {spacing!r}."
+        ) from error
     if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
         raise InvalidInputError(
             f"{name}: spacing must be three positive numbers in mm, got {spacing}."

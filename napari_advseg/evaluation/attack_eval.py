@@ -161,12 +161,22 @@ def evaluate_attack(
     volumes: Sequence[Volume],
     batch_size: int = 16,
 ) -> AttackReport:
-    """Attack every slice of every volume and measure the damage; see the module docstring."""
+    """Attack every slice of every volume and measure the damage; see the module docstring.
+
+    ``volumes`` is read once, in order, one volume at a time, so a :class:`LazyVolumes` cohort
+    is evaluated holding one volume and the per-subject results. A volume with labels is measured
+    against them, one without against S0; :attr:`AttackReport.reference` says which.
+    """
     spec = seg_model.spec
     organs = spec.label_map.names
-    has_truth = all(volume.labels is not None and volume.labels.any() for volume in volumes)
-    report = AttackReport(method.name, "ground truth" if has_truth else "S0", organs)
+    report = AttackReport(method.name, "S0", organs)
+    references: set[str] = set()
     for volume in volumes:
+        has_truth = volume.labels is not None and bool(volume.labels.any())
+        references.add("ground truth" if has_truth else "S0")
+        report.reference = (
+            next(iter(references)) if len(references) == 1 else "ground truth where given, else S0"
+        )
         grid = to_model_grid(volume, spec)
         truth = labels_to_model_grid(volume, spec) if has_truth else None
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("ref", "ref_w", "s0", "dv")}

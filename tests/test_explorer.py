@@ -45,3 +45,56 @@ def test_latents_and_toggles_change_the_attack(session):
     assert np.array_equal(first[0], again[0])
     with pytest.raises(InvalidInputError, match="outside"):
         session.attack_slice(99, z_d, z_v)
+
+
+def straightforward(session, index, z_d, z_v, use_d=True, use_v=True):
+    """The attack of one slice without the session's shortcuts: decode, warp, segment, resample."""
+    import torch
+
+    from napari_advseg.attack import to_source_grid
+    from napari_advseg.class_map import class_map
+    from napari_advseg.evaluation.attack_eval import SliceBatch
+    from napari_advseg.nets.warp import warp
+
+    attacker, seg, grid = session.loaded.attacker, session.seg_model, session.slices
+    with torch.no_grad():
+        image = grid.images[index : index + 1]
+        output = attacker.decode(
+            attacker.encode(image), image, torch.tensor(z_d)[None], torch.tensor(z_v)[None]
+        )
+        displacement = output.displacement if use_d else torch.zeros_like(output.displacement)
+        intensity = output.intensity if use_v else torch.zeros_like(output.intensity)
+        attacked = warp(image, displacement) + intensity
+        p0 = torch.softmax(seg(image), dim=1)
+        pdv = torch.softmax(seg(attacked), dim=1)
+    crop = grid.crop
+    batch = SliceBatch(
+        *(crop(t) for t in (image, displacement, intensity, attacked)),
+        class_map(crop(p0)),
+        class_map(crop(pdv)),
+        crop(p0),
+        crop(pdv),
+    )
+    return {k: v[0] for k, v in to_source_grid(batch, grid, seg.spec.pixel_spacing).items()}
+
+
+@pytest.mark.parametrize("use_d, use_v", [(True, True), (True, False), (False, True)])
+def test_the_fast_slice_attack_equals_the_straightforward_one(session, use_d, use_v):
+    index = 30
+    z_d, z_v = session.posterior_mean(index)
+    z_d, z_v = z_d + 0.5, z_v - 0.5
+    fast = session.attack_slice(index, z_d, z_v, use_d, use_v)
+    again = session.attack_slice(index, z_d, z_v, use_d, use_v)  # from the slice's cache
+    slow = straightforward(session, index, z_d, z_v, use_d, use_v)
+    # The session runs the networks in the channels-last layout: equal up to float rounding,
+    # so a label may flip where two classes tie to the last bits (never more than a few pixels).
+    for result in (fast, again):
+        for key in ("s0", "s_dv"):
+            assert np.mean(getattr(result, key) != slow[key]) < 2e-3
+        np.testing.assert_allclose(result.displacement_mm, slow["displacement_mm"], atol=1e-3)
+        np.testing.assert_allclose(result.intensity_hu, slow["intensity_hu"], atol=0.05)
+        # without D the fast path skips the warp by zero, which the slow one rounds (< 0.01 HU)
+        np.testing.assert_allclose(result.attacked_hu, slow["attacked_hu"], atol=0.1)
+        assert result.attacked_hu.dtype == result.displacement_mm.dtype == np.float32
+    np.testing.assert_array_equal(fast.s_dv, again.s_dv)  # the same path gives the same result
+    np.testing.assert_array_equal(fast.attacked_hu, again.attacked_hu)

@@ -1,27 +1,32 @@
 """Explorer dock widget: one slider per latent dimension, attacked slices as synchronized layers.
 
-Thin by design: :class:`napari_advseg.explorer.ExplorerSession` computes; this widget turns
-clicks into session calls and results into layers, on the main thread. Slider moves are
-coalesced by a short single-shot timer, so a drag stays smooth.
+Thin by design. :class:`~napari_advseg._napari.explorer_state.ExplorerState` holds what the
+explorer shows; the controls write into it and follow its events. Everything that computes runs
+in napari workers: loading the models (*Start*), *All slices* and *Export* are jobs with a
+progress bar in the activity dock and *Cancel*, one at a time; the attack of the slice on screen
+for the sliders' latents runs in a latest-wins worker (while one runs, only the newest slider
+values wait). The main thread only copies the returned planes into the layers
+(:class:`~napari_advseg._napari.explorer_layers.ExplorerLayers`). Errors become notifications.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from napari.experimental import link_layers, unlink_layers
-from napari.layers import Image, Labels, Vectors
+from napari.layers import Image
+from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -31,26 +36,54 @@ from qtpy.QtWidgets import (
 )
 
 from .._resources import models_dir
-from ..data.nifti import write_nifti
 from ..errors import AdvsegError
 from ..explorer import ExplorerSession, SliceAttack
-from ..segmentation import load_segmentation_model
-from ..training.attacker_io import load_attacker
-from ..training.device import select_device
+from ..explorer_volume import (
+    EXPORTS,
+    AttackedVolume,
+    SlicePlanes,
+    attacked_volume_bytes,
+    plan_export,
+)
+from ..validation import check_memory
+from .explorer_binding import Disconnect, FieldSetter, Follow, row
+from .explorer_jobs import (
+    LOAD_STEPS,
+    LatentRequest,
+    LatestWins,
+    Loaded,
+    SliceRequest,
+    attack_all_slices,
+    compute_latents,
+    compute_slice,
+    describe,
+    export_files,
+    guarded,
+    load_session,
+)
+from .explorer_layers import ExplorerLayers, viewer_grid
+from .explorer_state import DEFAULT_ATTACKER, IDLE, ExplorerState
+from .explorer_text import metrics_html
 from .layer_choice import LayerChoice
-from .layer_data import GRID_KEY, label_colormap
+from .layer_data import GRID_KEY
+from .model_registry import REGISTRY
 
 if TYPE_CHECKING:
     import napari
 
-VECTOR_LENGTH = 3.0
-"""Arrows of D are drawn this many times longer than the displacement (it is often < 1 px)."""
-
-THUMBNAIL_DELAY_MS = 300
-"""Layer-list thumbnails are redrawn this long after the last change, not on every step."""
+__all__ = ["ExplorerWidget", "metrics_html", "viewer_grid"]
 
 SLIDER_STEPS = 100
 """Slider ticks per prior standard deviation; the range is +-3 standard deviations."""
+
+LOADING, ALL_SLICES, EXPORTING = "loading models", "attacking all slices", "exporting"
+"""The jobs (:attr:`ExplorerState.job`)."""
+
+
+def quantize(values: np.ndarray) -> tuple[float, ...]:
+    """Latents as the sliders hold them: hundredths of a standard deviation, within +-3."""
+    ticks = np.clip(np.round(np.asarray(values, np.float64) * SLIDER_STEPS), -300, 300)
+    return tuple(float(t) / SLIDER_STEPS for t in ticks)
 
 
 class ExplorerWidget(QWidget):
@@ -59,165 +92,480 @@ class ExplorerWidget(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
+        self.state = ExplorerState()
         self.session: ExplorerSession | None = None
         self.source: Image | None = None
-        self.layers: dict[str, Image | Labels] = {}
+        self.job: GeneratorWorker | None = None
+        self.last_result: SliceAttack | None = None
+        self.exported: list[Path] = []
+        self.output = ExplorerLayers(viewer)
         self.sliders: list[QSlider] = []
-        self.choice = LayerChoice(viewer, exclude=lambda: list(self.layers.values()))
+        self._seed = 0
+        self._loading_source: Image | None = None
+        self._loading_volume: Any = None
+        self._staging: Iterator[str] | None = None
+        self._latents_at_start: tuple[np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0))
+        self.slice_runner = LatestWins(compute_slice, self)
+        self.latent_runner = LatestWins(compute_latents, self)
+        self._make_controls()
+        self._lay_out()
+        self._bind()
+        for folder in REGISTRY.attackers:
+            self._add_attacker(folder)
+        for folder in REGISTRY.segmentation:
+            self._add_seg_model(folder)
+        REGISTRY.events.changed.connect(self._on_registry)
+        self.destroyed.connect(Disconnect(self._on_registry))
+        application = QApplication.instance()
+        if application is not None:
+            application.aboutToQuit.connect(self.shut_down)
+        self.refresh_choices()
+        self._update_enabled()
+
+    # -- controls -------------------------------------------------------------------------
+    def _make_controls(self) -> None:
+        self.choice = LayerChoice(self.viewer, exclude=self.output.owned)
         self.image_box = self.choice.image_box
         self.labels_box = self.choice.labels_box
-        self.attacker_box = QComboBox()
-        self.attacker_box.addItems(sorted(p.name for p in models_dir().glob("attacker_*")))
-        index = self.attacker_box.findText("attacker_dv_xi2.5")
-        self.attacker_box.setCurrentIndex(max(index, 0))
-        self.seg_path = QLineEdit()
+        self.seg_box = QComboBox()
+        self.seg_box.setEditable(True)
+        self.seg_box.addItem("")
+        self.seg_path: QLineEdit = self.seg_box.lineEdit()
         self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint folder / TorchScript file")
+        self.seg_box.setToolTip("Models trained in this session are listed here")
+        self.attacker_box = QComboBox()
+        for folder in sorted(models_dir().glob("attacker_*")):
+            self.attacker_box.addItem(folder.name, str(folder))
         self.attacker_path = QLineEdit()
         self.attacker_path.setPlaceholderText("or an attacker checkpoint folder")
         self.start_button = QPushButton("Start exploring")
         self.unload_button = QPushButton("Unload")
         self.unload_button.setToolTip("Free the models (and their GPU memory)")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop the running job (loading, all slices, export)")
         self.sample_button = QPushButton("Sample")
         self.reset_button = QPushButton("Posterior mean")
         self.temperature = QDoubleSpinBox()
         self.temperature.setRange(0.0, 3.0)
         self.temperature.setSingleStep(0.1)
-        self.temperature.setValue(1.0)
+        self.temperature.setValue(self.state.temperature)
         self.use_d = QCheckBox("D (deformation)")
         self.use_v = QCheckBox("V (intensity)")
-        for box in (self.use_d, self.use_v):
-            box.setChecked(True)
-            box.toggled.connect(self.schedule_update)
+        self.use_d.setChecked(self.state.use_d)
+        self.use_v.setChecked(self.state.use_v)
         self.slider_form = QFormLayout()
         self.metrics = QLabel("Start to see Dice per organ and p.")
         self.metrics.setTextFormat(Qt.TextFormat.RichText)
-        self.timer = QTimer(self)
-        self.timer.setSingleShot(True)
-        self.timer.setInterval(15)
-        self.timer.timeout.connect(self.update_slice)
-        self.thumbnail_timer = QTimer(self)
-        self.thumbnail_timer.setSingleShot(True)
-        self.thumbnail_timer.setInterval(THUMBNAIL_DELAY_MS)
-        self.thumbnail_timer.timeout.connect(self.refresh_thumbnails)
-        self._seed = 0
+        self.status = QLabel(self.state.status)
+        self.status.setWordWrap(True)
         self.volume_button = QPushButton("All slices")
         self.volume_button.setToolTip("Attack every slice with the current latents")
         self.grid_button = QPushButton("Side by side")
         self.grid_button.setCheckable(True)
         self.grid_button.setToolTip("I0 over S0 | I_DV over S_DV")
         self.export_button = QPushButton("Export")
-        self.export_button.setToolTip("Write I_DV, D, V, S0 and S_DV as NIfTI on the scan's grid")
-        self.export_dir = QLineEdit(str(Path.home() / "advseg_export"))
+        self.export_button.setToolTip(
+            "Write I_DV, D, V, S0 and S_DV as NIfTI on the scan's grid (never overwrites)"
+        )
+        self.export_dir = QLineEdit(self.state.export_dir)
         self.export_slice = QCheckBox("Current slice only")
         self.export_slice.setToolTip("Write the slice on screen alone, in its place in the scan")
-        self.displacement_mm = np.zeros((2, 0, 0, 0), np.float32)  # (2, z, y, x) once started
-        self._linked: tuple[Image, Image] | None = None
-        self.volume_button.clicked.connect(self.attack_volume)
-        self.grid_button.toggled.connect(self.side_by_side)
-        self.export_button.clicked.connect(self.export)
-        self._shown_s0: int | None = None
 
+    def _lay_out(self) -> None:
         form = QFormLayout()
         form.addRow("CT image", self.image_box)
         form.addRow("Labels (optional)", self.labels_box)
-        form.addRow("Segmentation model", self.seg_path)
+        form.addRow("Segmentation model", self.seg_box)
         form.addRow("Attacker", self.attacker_box)
         form.addRow("", self.attacker_path)
-        buttons = QHBoxLayout()
-        for widget in (self.sample_button, self.reset_button):
-            buttons.addWidget(widget)
-        toggles = QHBoxLayout()
-        toggles.addWidget(self.use_d)
-        toggles.addWidget(self.use_v)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        start = QHBoxLayout()
-        start.addWidget(self.start_button)
-        start.addWidget(self.unload_button)
-        layout.addLayout(start)
-        layout.addLayout(toggles)
-        layout.addLayout(buttons)
+        layout.addLayout(row(self.start_button, self.unload_button, self.cancel_button))
+        layout.addWidget(self.status)
+        layout.addLayout(row(self.use_d, self.use_v))
+        layout.addLayout(row(self.sample_button, self.reset_button))
         temperature = QFormLayout()
         temperature.addRow("Temperature", self.temperature)
         layout.addLayout(temperature)
         layout.addLayout(self.slider_form)
         layout.addWidget(self.metrics)
-        actions = QHBoxLayout()
-        for widget in (self.volume_button, self.grid_button, self.export_button):
-            actions.addWidget(widget)
-        layout.addLayout(actions)
+        layout.addLayout(row(self.volume_button, self.grid_button, self.export_button))
         export = QFormLayout()
         export.addRow("Export folder", self.export_dir)
         export.addRow("", self.export_slice)
         layout.addLayout(export)
         layout.addStretch()
 
+    def _bind(self) -> None:
+        """Controls -> state on user edits; state events -> controls, layers and workers."""
+        state, events = self.state, self.state.events
+        self.image_box.currentTextChanged.connect(self._set_field("image_layer"))
+        self.labels_box.currentTextChanged.connect(self._set_field("labels_layer"))
+        self.seg_path.textChanged.connect(self._set_field("seg_model"))
+        self.attacker_path.textChanged.connect(self._set_field("attacker_path"))
+        self.attacker_box.currentIndexChanged.connect(self._attacker_chosen)
+        self.temperature.valueChanged.connect(self._set_field("temperature"))
+        self.use_d.toggled.connect(self._set_field("use_d"))
+        self.use_v.toggled.connect(self._set_field("use_v"))
+        self.export_dir.textChanged.connect(self._set_field("export_dir"))
+        self.export_slice.toggled.connect(self._set_field("export_slice_only"))
+        self.grid_button.toggled.connect(self._set_field("side_by_side"))
+        self.viewer.dims.events.current_step.connect(self._dims_changed)
+        self.viewer.layers.events.removed.connect(self._layer_removed)
         self.start_button.clicked.connect(self.start)
         self.unload_button.clicked.connect(self.unload)
+        self.cancel_button.clicked.connect(self.cancel)
         self.sample_button.clicked.connect(self.sample)
         self.reset_button.clicked.connect(self.reset)
-        viewer.dims.events.current_step.connect(self.schedule_update)
-        self.refresh_choices()
-        self._set_running(False)
+        self.volume_button.clicked.connect(self.attack_volume)
+        self.export_button.clicked.connect(self.export)
 
-    def _set_running(self, running: bool) -> None:
-        controls = (
-            self.sample_button,
-            self.reset_button,
-            self.use_d,
-            self.use_v,
-            self.volume_button,
-            self.grid_button,
-            self.export_button,
-            self.unload_button,
+        follow = (
+            ("image_layer", self.image_box.currentText, self.image_box.setCurrentText),
+            ("labels_layer", self.labels_box.currentText, self.labels_box.setCurrentText),
+            ("seg_model", self.seg_path.text, self.seg_path.setText),
+            ("attacker_path", self.attacker_path.text, self.attacker_path.setText),
+            ("temperature", self.temperature.value, self.temperature.setValue),
+            ("use_d", self.use_d.isChecked, self.use_d.setChecked),
+            ("use_v", self.use_v.isChecked, self.use_v.setChecked),
+            ("export_dir", self.export_dir.text, self.export_dir.setText),
+            ("export_slice_only", self.export_slice.isChecked, self.export_slice.setChecked),
         )
-        for widget in controls:
-            widget.setEnabled(running)
+        for field, get, put in follow:
+            getattr(events, field).connect(Follow(get, put))
+        events.z_d.connect(self._latents_changed)
+        events.z_v.connect(self._latents_changed)
+        events.use_d.connect(self._toggles_changed)
+        events.use_v.connect(self._toggles_changed)
+        events.current_slice.connect(self.request_slice)
+        for field in ("job", "loaded", "computing"):
+            getattr(events, field).connect(self._update_enabled)
+        events.status.connect(self._status_changed)
+        events.side_by_side.connect(self._side_by_side_changed)
+        self.slice_runner.done.connect(self._slice_done)
+        self.slice_runner.failed.connect(self._slice_failed)
+        self.slice_runner.busy_changed.connect(self._computing_changed)
+        self.latent_runner.done.connect(self._latents_done)
+        self.latent_runner.failed.connect(self._slice_failed)
+        state.image_layer = self.image_box.currentText()
+        state.labels_layer = self.labels_box.currentText()
+        index = self.attacker_box.findText(DEFAULT_ATTACKER)
+        self.attacker_box.setCurrentIndex(max(index, 0))
+        self._attacker_chosen()
+        state.current_slice = self.current_slice()
+
+    def _set_field(self, name: str) -> FieldSetter:
+        return FieldSetter(self.state, name)
+
+    def _attacker_chosen(self, *_: object) -> None:
+        self.state.attacker = self.attacker_box.currentData() or ""
+
+    def _dims_changed(self, *_: object) -> None:
+        self.state.current_slice = self.current_slice()
+
+    def _layer_removed(self, event: Any) -> None:
+        """The CT being explored was removed (or the viewer closes): stop and drop the models."""
+        if self._loading_source is not None and event.value is self._loading_source:
+            self.cancel()  # its layers would be made for a layer that is gone
+        if self.source is not None and event.value is self.source:
+            self.source = None
+            if self.job is not None:
+                self.job.quit()
+            self.session = None
+            self.slice_runner.clear()
+            self.latent_runner.clear()
+            self.state.loaded = False
+            self.state.status = "The CT layer was removed; choose one and Start again."
+
+    def _status_changed(self, event: Any) -> None:
+        self.status.setText(event.value)
+
+    def _computing_changed(self, busy: bool) -> None:
+        self.state.computing = busy
+
+    def _update_enabled(self, *_: object) -> None:
+        busy, loaded = self.state.busy, self.state.loaded
+        ready = loaded and not busy
+        for widget in (self.sample_button, self.reset_button, self.use_d, self.use_v):
+            widget.setEnabled(ready)
+        for widget in (self.volume_button, self.export_button, self.unload_button):
+            widget.setEnabled(ready)
+        for slider in self.sliders:
+            slider.setEnabled(ready)
+        self.grid_button.setEnabled(loaded)
+        self.cancel_button.setEnabled(busy)
+        inputs = (self.start_button, self.image_box, self.labels_box, self.seg_box)
+        for widget in (*inputs, self.attacker_box, self.attacker_path):
+            widget.setEnabled(not busy)
+
+    def is_idle(self) -> bool:
+        """Whether nothing runs or waits: no job, no slice or latents being computed.
+
+        Scripts that need the attack on screen (a screenshot, a benchmark) wait for
+        ``widget.state.loaded and widget.is_idle()``, running the event loop meanwhile.
+        """
+        runners = (self.slice_runner, self.latent_runner)
+        idle = not self.state.busy and self._staging is None
+        return idle and all(not r.busy and r.pending is None for r in runners)
+
+    def refresh_thumbnails(self) -> None:
+        """Bring the output layers' thumbnails up to date (done by itself when a drag pauses)."""
+        self.output.refresh_thumbnails()
 
     def refresh_choices(self, *_: object) -> None:
         """Refresh the layer choices (the explorer's own outputs are not offered)."""
         self.choice.refresh()
 
-    def start(self) -> None:
-        """Build the session from the chosen layers and attacker, then show the attack."""
-        try:
-            self.session = self._make_session()
-        except AdvsegError as error:
-            show_error(str(error))
-            return
-        warning = self.session.loaded.target_mismatch(self.session.seg_model)
-        if warning:
-            show_warning(warning)
-        self._build_sliders()
-        self._make_layers()
-        self._shown_s0 = None
-        self._set_running(True)
-        self.reset()
+    @property
+    def layers(self) -> dict[str, Any]:
+        """The output layers by key: I_DV, V, |D|, S0, S_DV, D and changed."""
+        return self.output.layers
 
-    def _make_session(self) -> ExplorerSession:
-        volume = self.choice.volume()
-        self.source = self.choice.image_layer()
-        attacker_folder = self.attacker_path.text().strip()
-        if attacker_folder:
-            attacker = load_attacker(Path(attacker_folder).expanduser())
+    def current_slice(self) -> int:
+        """The axial slice the viewer shows."""
+        return int(self.viewer.dims.current_step[0])
+
+    # -- models made in this session -----------------------------------------------------
+    def _on_registry(self, event: Any) -> None:
+        """A model was trained in this session: offer it at once."""
+        if event.kind == "attacker":
+            self._add_attacker(Path(event.folder))
         else:
-            attacker = load_attacker(models_dir() / self.attacker_box.currentText())
-        seg_path = self.seg_path.text().strip()
-        seg = load_segmentation_model(Path(seg_path).expanduser() if seg_path else None)
-        device = select_device("auto")
-        seg.to(device)
-        attacker.attacker.to(device)
-        return ExplorerSession(seg, attacker, volume)
+            self._add_seg_model(Path(event.folder))
+
+    def _add_attacker(self, folder: Path) -> None:
+        if self.attacker_box.findData(str(folder)) < 0:
+            self.attacker_box.addItem(f"{folder.name} (trained: {folder})", str(folder))
+
+    def _add_seg_model(self, folder: Path) -> None:
+        if self.seg_box.findText(str(folder)) < 0:
+            text = self.seg_path.text()
+            self.seg_box.addItem(str(folder))
+            self.seg_path.setText(text)  # adding an item must not change the typed path
+
+    # -- jobs: Start, All slices, Export ---------------------------------------------------
+    def _run_job(self, name: str, worker: GeneratorWorker) -> GeneratorWorker:
+        self.job = worker
+        self.state.job = name
+        self.slice_runner.pause()
+        self.latent_runner.pause()
+        worker.errored.connect(self._job_failed)
+        worker.aborted.connect(self._job_aborted)
+        worker.finished.connect(self._job_finished)
+        worker.start()
+        return worker
+
+    def _refuse_busy(self) -> bool:
+        if self.state.busy:
+            show_info(f"The explorer is {self.state.job}; wait for it or press Cancel.")
+            return True
+        return False
+
+    def start(self) -> GeneratorWorker | None:
+        """Load the models in a worker; when they are ready, make the layers and the sliders.
+
+        Returns the worker (None when refused: bad input, or a job is already running).
+        """
+        if self._refuse_busy():
+            return None
+        state = self.state
+        try:
+            source = self.choice.image_layer(state.image_layer)
+            volume = self.choice.volume(state.image_layer, state.labels_layer)
+            attacker = state.attacker_folder()
+            if attacker is None:
+                raise AdvsegError("Choose an attacker, or give an attacker checkpoint folder.")
+            check_memory(attacked_volume_bytes(volume), f"Exploring {volume.name}")
+        except AdvsegError as error:
+            self._error(str(error))
+            return None
+        self._loading_source, self._loading_volume = source, volume
+        worker = create_worker(
+            guarded,
+            load_session(volume, state.seg_model_path(), attacker, state.current_slice),
+            _start_thread=False,
+            _progress={"total": LOAD_STEPS, "desc": "Loading the explorer's models"},
+            _ignore_errors=True,
+        )
+        worker.yielded.connect(self._load_step)
+        worker.returned.connect(self._loaded)
+        state.status = "Loading the models..."
+        return self._run_job(LOADING, worker)
+
+    def _load_step(self, step: str) -> None:
+        self.state.status = f"Loading: {step}..."
+
+    def _loaded(self, loaded: Loaded) -> None:
+        """Main thread: the session is ready; make the sliders and layers, show the attack."""
+        self.session = loaded.session
+        self.source = self._loading_source
+        if loaded.warning:
+            show_warning(loaded.warning)
+        self._build_sliders()
+        attacked = AttackedVolume(self._loading_volume)
+        label_map = loaded.session.seg_model.spec.label_map
+        self._staging = self.output.build_steps(self.source, attacked, label_map)
+        self._latents_at_start = (loaded.z_d, loaded.z_v)
+        self._loading_source = self._loading_volume = None
+        QTimer.singleShot(0, self._build_next)
+
+    def _build_next(self) -> None:
+        """Main thread: add one output layer, then let the event loop run before the next."""
+        if self._staging is None:
+            return
+        try:
+            step = next(self._staging)
+        except StopIteration:
+            self._staging = None
+            self._layers_ready()
+            return
+        self.state.status = f"Loading: layer {step} made..."
+        QTimer.singleShot(0, self._build_next)
+
+    def _layers_ready(self) -> None:
+        """Main thread: every layer exists; show the attack of the slice on screen."""
+        self.refresh_choices()
+        self.state.loaded = True
+        if self.job is None:
+            self._end_job()
+        self._set_latents(*self._latents_at_start)
+        self.request_slice()  # when the latents are those shown before, nothing else asks
+        mode = self.session.loaded.mode.upper()
+        self.state.status = f"Exploring {self.source.name} with a {mode} attacker."
 
     def unload(self) -> None:
         """Drop the models and the session; free GPU memory when there is a GPU."""
-        self.timer.stop()
+        if self._refuse_busy():
+            return
         self.session = None
-        self._set_running(False)
+        self.slice_runner.clear()
+        self.latent_runner.clear()
+        self.state.loaded = False
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self.metrics.setText("Models unloaded. Start to explore again.")
+        self.state.status = "Models unloaded."
 
+    def attack_volume(self) -> GeneratorWorker | None:
+        """Attack every slice with the sliders' latents, in a worker; returns it (or None)."""
+        if self.session is None or self._refuse_busy():
+            return None
+        state = self.state
+        worker = create_worker(
+            guarded,
+            attack_all_slices(
+                self.session,
+                np.asarray(state.z_d, np.float32),
+                np.asarray(state.z_v, np.float32),
+                state.use_d,
+                state.use_v,
+            ),
+            _start_thread=False,
+            _progress={"total": self.session.num_slices, "desc": "Attacking all slices"},
+            _ignore_errors=True,
+        )
+        worker.yielded.connect(self._volume_slice)
+        worker.returned.connect(self._volume_done)
+        state.status = "Attacking all slices..."
+        return self._run_job(ALL_SLICES, worker)
+
+    def _volume_slice(self, planes: SlicePlanes) -> None:
+        shown = planes.index == self.state.current_slice
+        self.output.write(planes, refresh=shown)
+        if shown:
+            self._show_metrics(planes.attack)
+
+    def _volume_done(self, count: int) -> None:
+        self.output.refresh_all()
+        self.state.status = f"Attacked all {count} slices with the current latents."
+
+    def export(self) -> GeneratorWorker | None:
+        """Write I_DV, V, D, S0 and S_DV as NIfTI on the scan's own grid, in a worker.
+
+        The whole volume (slices not yet attacked hold I0 and empty segmentations; press
+        *All slices* first to attack them all), or with *Current slice only* the slice on screen,
+        one voxel thick, in its place in the scan. The folder is checked first; an export never
+        overwrites: if any of its files exists, it is refused with a notification naming them and
+        nothing is written. The written paths end up in :attr:`exported`. Returns the worker
+        (None when refused).
+        """
+        if self._refuse_busy():
+            return None
+        attacked = self.output.attacked
+        if self.session is None or attacked is None:
+            self._error("Start exploring before exporting.")
+            return None
+        state = self.state
+        grid = self.source.metadata.get(GRID_KEY) if self.source is not None else None
+        index = state.current_slice if state.export_slice_only else None
+        try:
+            plan = plan_export(attacked, state.export_dir, grid, index)
+        except AdvsegError as error:
+            self._error(f"Export refused: {error}")
+            return None
+        self.exported = []
+        worker = create_worker(
+            guarded,
+            export_files(attacked, plan),
+            _start_thread=False,
+            _progress={"total": len(EXPORTS), "desc": "Exporting NIfTI files"},
+            _ignore_errors=True,
+        )
+        worker.yielded.connect(self.exported.append)
+        worker.returned.connect(self._exported)
+        state.status = f"Exporting to {plan.folder}..."
+        return self._run_job(EXPORTING, worker)
+
+    def _exported(self, paths: list[Path]) -> None:
+        folder = paths[0].parent if paths else self.state.export_dir
+        show_info(f"Wrote {len(paths)} NIfTI files to {folder}")
+        self.state.status = f"Exported {len(paths)} files to {folder}."
+
+    def cancel(self) -> None:
+        """Stop the running job at its next step (what is done stays done)."""
+        if self.job is not None:
+            self.job.quit()
+
+    def shut_down(self, wait_ms: int = 10_000) -> None:
+        """Stop every job and computation, and wait for running workers to return.
+
+        Called when the application quits: a worker still running when Qt deletes the objects
+        its signals go through would abort the process.
+        """
+        self.cancel()
+        self.session = None
+        self.slice_runner.clear()
+        self.latent_runner.clear()
+        QThreadPool.globalInstance().waitForDone(wait_ms)
+
+    def _job_failed(self, error: Exception) -> None:
+        self._error(f"{self.state.job.capitalize()} failed: {describe(error)}")
+
+    def _job_aborted(self) -> None:
+        job = self.state.job
+        status = f"Cancelled {job}."
+        if job == ALL_SLICES:
+            self.output.refresh_all()
+        elif job == EXPORTING:
+            status += f" {len(self.exported)} of {len(EXPORTS)} files were written."
+        self.state.status = status
+
+    def _job_finished(self) -> None:
+        self.job = None
+        self._loading_source = self._loading_volume = None
+        if self._staging is None:  # else the layers are still being made: that ends the job
+            self._end_job()
+
+    def _end_job(self) -> None:
+        self.state.job = IDLE
+        self.slice_runner.resume()
+        self.latent_runner.resume()
+
+    def _error(self, message: str) -> None:
+        show_error(message)
+        self.state.status = message
+
+    # -- the sliders ----------------------------------------------------------------------
     def _build_sliders(self) -> None:
         while self.slider_form.rowCount():
             self.slider_form.removeRow(0)
@@ -228,278 +576,100 @@ class ExplorerWidget(QWidget):
                 slider = QSlider(Qt.Orientation.Horizontal)
                 slider.setRange(-3 * SLIDER_STEPS, 3 * SLIDER_STEPS)
                 slider.setToolTip(f"{name}[{i}], in prior standard deviations (-3 to 3)")
-                slider.valueChanged.connect(self.schedule_update)
+                slider.valueChanged.connect(self._slider_moved)
                 self.slider_form.addRow(f"{name}[{i}]", slider)
                 self.sliders.append(slider)
+        self.state.z_d, self.state.z_v = (0.0,) * dims_d, (0.0,) * dims_v
+        self._update_enabled()
 
-    def _make_layers(self) -> None:
-        volume = self.session.volume
-        source = self.source
-        shape = volume.image.shape
-        # The source's file grid travels with the outputs, so File > Save lands on it.
-        grid = source.metadata.get(GRID_KEY)
-        common = {
-            "scale": source.scale,
-            "translate": source.translate,
-            "metadata": {GRID_KEY: grid} if grid is not None else {},
-        }
-        colormap = label_colormap(volume.label_map)
-        name = source.name
-        specs = {
-            "I_DV": lambda: Image(
-                np.array(volume.image),
-                name=f"{name} I_DV",
-                colormap="gray",
-                contrast_limits=source.contrast_limits,
-                **common,
-            ),
-            "V": lambda: Image(
-                np.zeros(shape, np.float32),
-                name=f"{name} V",
-                colormap="bwr",
-                contrast_limits=(-100.0, 100.0),
-                **common,
-            ),
-            "|D|": lambda: Image(
-                np.zeros(shape, np.float32),
-                name=f"{name} |D| (mm)",
-                colormap="magma",
-                contrast_limits=(0.0, 5.0),
-                visible=False,
-                **common,
-            ),
-            "S0": lambda: Labels(
-                np.zeros(shape, np.uint8), name=f"{name} S0", colormap=colormap, **common
-            ),
-            "S_DV": lambda: Labels(
-                np.zeros(shape, np.uint8), name=f"{name} S_DV", colormap=colormap, **common
-            ),
-            "D": lambda: Vectors(
-                np.zeros((0, 2, 3), np.float32),
-                name=f"{name} D",
-                edge_color="cyan",
-                edge_width=0.3,
-                length=VECTOR_LENGTH,
-                **{k: v for k, v in common.items() if k != "metadata"},
-            ),
-            "changed": lambda: Labels(
-                np.zeros(shape, np.uint8), name=f"{name} S0 != S_DV", visible=False, **common
-            ),
-        }
-        for key, make in specs.items():
-            layer = self.layers.get(key)
-            stale = layer is None or layer not in self.viewer.layers
-            if stale or (key != "D" and layer.data.shape != shape):
-                self.layers[key] = self.viewer.add_layer(make())
-        self.layers["I_DV"].contrast_limits = source.contrast_limits
-        self._link_contrast(source, self.layers["I_DV"])
-        self.displacement_mm = np.zeros((2, *shape), np.float32)
-        self.refresh_choices()
+    def _slider_moved(self, *_: object) -> None:
+        values = tuple(slider.value() / SLIDER_STEPS for slider in self.sliders)
+        dims_d = len(self.state.z_d)
+        self.state.z_d, self.state.z_v = values[:dims_d], values[dims_d:]
 
-    def _link_contrast(self, source: Image, attacked: Image) -> None:
-        """I_DV follows I0's contrast limits and I0 follows I_DV's (napari layer linking)."""
-        if self._linked == (source, attacked):
-            return
-        if self._linked is not None:
-            unlink_layers(self._linked, ("contrast_limits",))
-        link_layers([source, attacked], ("contrast_limits",))
-        self._linked = (source, attacked)
+    def _latents_changed(self, *_: object) -> None:
+        values = (*self.state.z_d, *self.state.z_v)
+        if len(values) == len(self.sliders):
+            for slider, value in zip(self.sliders, values, strict=True):
+                ticks = round(value * SLIDER_STEPS)
+                if slider.value() != ticks:
+                    slider.blockSignals(True)
+                    slider.setValue(ticks)
+                    slider.blockSignals(False)
+        self.request_slice()
 
-    def _latents(self) -> tuple[np.ndarray, np.ndarray]:
-        values = np.array([s.value() / SLIDER_STEPS for s in self.sliders], np.float32)
-        dims_d, _ = self.session.latent_dims
-        return values[:dims_d], values[dims_d:]
+    def _toggles_changed(self, *_: object) -> None:
+        self.request_slice()
 
-    def _set_sliders(self, z_d: np.ndarray, z_v: np.ndarray) -> None:
-        for slider, value in zip(self.sliders, np.concatenate([z_d, z_v]), strict=True):
-            slider.blockSignals(True)
-            slider.setValue(int(np.clip(round(float(value) * SLIDER_STEPS), -300, 300)))
-            slider.blockSignals(False)
-        self.schedule_update()
-
-    def current_slice(self) -> int:
-        """The axial slice the viewer shows."""
-        return int(self.viewer.dims.current_step[0])
+    def _set_latents(self, z_d: np.ndarray, z_v: np.ndarray) -> None:
+        self.state.z_d, self.state.z_v = quantize(z_d), quantize(z_v)
 
     def reset(self) -> None:
-        """Put the sliders at the posterior mean of the current slice."""
-        if self.session is not None:
-            self._set_sliders(*self.session.posterior_mean(self.current_slice()))
+        """Put the sliders at the posterior mean of the current slice (computed in a worker)."""
+        if self.session is not None and not self.state.busy:
+            self.latent_runner.submit(LatentRequest(self.session, self._shown_index()))
 
     def sample(self) -> None:
-        """Draw the sliders from the posterior of the current slice."""
-        if self.session is not None:
+        """Draw the sliders from the posterior of the current slice (computed in a worker)."""
+        if self.session is not None and not self.state.busy:
             self._seed += 1
-            draw = self.session.sample(self.current_slice(), self._seed, self.temperature.value())
-            self._set_sliders(*draw)
+            index = self._shown_index()
+            request = LatentRequest(self.session, index, self._seed, self.state.temperature)
+            self.latent_runner.submit(request)
 
-    def schedule_update(self, *_: object) -> None:
-        """Coalesce rapid changes (slider drags) into one update."""
-        if self.session is not None:
-            self.timer.start()
+    def _shown_index(self) -> int:
+        return min(max(self.state.current_slice, 0), self.session.num_slices - 1)
 
-    def update_slice(self) -> SliceAttack | None:
-        """Attack the current slice with the sliders' latents and update the layers in place."""
-        if self.session is None:
-            return None
-        index = self.current_slice()
-        if not 0 <= index < self.session.num_slices:
-            return None
-        result = self.session.attack_slice(
-            index, *self._latents(), use_d=self.use_d.isChecked(), use_v=self.use_v.isChecked()
-        )
-        updates = {
-            "I_DV": result.attacked_hu,
-            "V": result.intensity_hu,
-            "|D|": np.sqrt((result.displacement_mm**2).sum(axis=0)),
-            "S0": result.s0,
-            "S_DV": result.s_dv,
-            "changed": (result.s0 != result.s_dv).astype(np.uint8),
-        }
-        self._show_vectors(displacement_vectors(result, self.session.volume.spacing))
-        self.displacement_mm[:, index] = result.displacement_mm
-        for key, plane in updates.items():
-            layer = self.layers[key]
-            if key == "S0" and self._shown_s0 == index:
-                continue  # S0 depends on the slice only, not on the latents
-            layer.data[index] = plane
-            layer.refresh(thumbnail=False, extent=False)  # same shape; thumbnails come later
-        self.thumbnail_timer.start()
-        self._shown_s0 = index
-        self.metrics.setText(metrics_html(result))
-        return result
+    def _latents_done(self, output: tuple[LatentRequest, tuple[np.ndarray, np.ndarray]]) -> None:
+        request, (z_d, z_v) = output
+        if request.session is self.session:
+            self._set_latents(z_d, z_v)
 
-    def _show_vectors(self, vectors: np.ndarray) -> None:
-        """Update the arrows of D in place when their grid is unchanged.
+    def request_slice(self, *_: object) -> None:
+        """Ask for the attack of the slice on screen with the sliders' latents.
 
-        The data setter of a vectors layer recomputes its extent and thumbnail, which took longer
-        than the whole attack.
+        It runs in a worker (latest wins); the layers follow when it ends.
         """
-        layer = self.layers["D"]
-        if layer.data.shape != vectors.shape:
-            layer.data = vectors
+        session, state = self.session, self.state
+        if session is None or not 0 <= state.current_slice < session.num_slices:
             return
-        moved = not np.array_equal(layer.data[:, 0], vectors[:, 0])
-        layer.data[...] = vectors
-        layer.refresh(thumbnail=False, extent=moved)
-
-    def refresh_thumbnails(self) -> None:
-        """Bring the layer list's thumbnails up to date once a drag has paused."""
-        for layer in self.layers.values():
-            if layer in self.viewer.layers:
-                layer.refresh(data_displayed=False, highlight=False, extent=False)
-
-    def attack_volume(self) -> None:
-        """Attack every slice with the sliders' latents (the same latents on every slice)."""
-        if self.session is None:
+        dims = session.latent_dims
+        if (len(state.z_d), len(state.z_v)) != dims:
             return
-        shown = self.current_slice()
-        for index in range(self.session.num_slices):
-            self.viewer.dims.set_current_step(0, index)
-            self.update_slice()
-        self.viewer.dims.set_current_step(0, shown)
+        request = SliceRequest(
+            session, state.current_slice, state.z_d, state.z_v, state.use_d, state.use_v
+        )
+        self.slice_runner.submit(request)
+
+    update_slice = request_slice
+    """Kept for scripts: the same as :meth:`request_slice`."""
+
+    def _slice_done(self, output: tuple[SliceRequest, SlicePlanes]) -> None:
+        """Main thread: copy the attacked slice into the layers."""
+        request, planes = output
+        if request.session is not self.session:
+            return  # unloaded or restarted meanwhile
+        if self.state.busy:  # a job started meanwhile: redo it when the job ends
+            if self.slice_runner.pending is None:
+                self.slice_runner.pending = request
+            return
+        shown = request.index == self.state.current_slice
+        self.output.write(planes, refresh=shown)
+        if shown:
+            self._show_metrics(planes.attack)
+
+    def _slice_failed(self, message: str) -> None:
+        self._error(f"The attack of the slice failed: {message}")
+
+    def _show_metrics(self, result: SliceAttack) -> None:
+        self.last_result = result
+        self.metrics.setText(metrics_html(result))
+
+    def _side_by_side_changed(self, event: Any) -> None:
+        if self.grid_button.isChecked() != event.value:
+            self.grid_button.setChecked(event.value)
+        self.output.side_by_side(self.source, event.value)
 
     def side_by_side(self, enabled: bool) -> None:
         """Two grid cells: I0 with S0 over it, and I_DV with S_DV over it."""
-        if self.session is None or self.source is None:
-            return
-        viewer = self.viewer
-        grid = viewer_grid(viewer)
-        if not enabled:
-            grid.enabled = False
-            return
-        order = [self.source, self.layers["S0"], self.layers["I_DV"], self.layers["S_DV"]]
-        for layer in viewer.layers:
-            layer.visible = layer in order
-        for layer in order:
-            viewer.layers.move(viewer.layers.index(layer), len(viewer.layers))
-        grid.stride = 2
-        grid.shape = (1, 2)
-        grid.enabled = True
-
-    def export(self) -> list[Path]:
-        """Write I_DV, V, D, S0 and S_DV as NIfTI on the scan's own grid; return the paths.
-
-        The whole volume (slices not yet attacked hold I0 and empty segmentations; press
-        *All slices* first to attack them all), or with *Current slice only* the slice on screen,
-        one voxel thick, in its place in the scan.
-        """
-        if self.session is None:
-            show_error("Start exploring before exporting.")
-            return []
-        volume = self.session.volume
-        grid = self.source.metadata.get(GRID_KEY) if self.source is not None else None
-        grid = grid or volume.grid
-        folder = Path(self.export_dir.text()).expanduser()
-        stem = volume.name
-        chosen = slice(None)
-        if self.export_slice.isChecked():
-            index = self.current_slice()
-            grid = grid.axial_slab(index)
-            chosen = slice(index, index + 1)
-            stem = f"{stem}_slice{index}"
-        displacement = self.displacement_mm
-        outputs = {
-            "IDV": (self.layers["I_DV"].data, np.int16),
-            "V_HU": (self.layers["V"].data, np.float32),
-            "Dx_mm": (displacement[0], np.float32),
-            "Dy_mm": (displacement[1], np.float32),
-            "absD_mm": (self.layers["|D|"].data, np.float32),
-            "S0": (self.layers["S0"].data, np.uint8),
-            "SDV": (self.layers["S_DV"].data, np.uint8),
-        }
-        try:
-            paths = [
-                write_nifti(folder / f"{stem}_{key}.nii.gz", data[chosen], grid, dtype)
-                for key, (data, dtype) in outputs.items()
-            ]
-        except (AdvsegError, OSError) as error:
-            show_error(f"Export failed: {error}")
-            return []
-        show_info(f"Wrote {len(paths)} NIfTI files to {folder}")
-        return paths
-
-
-def viewer_grid(viewer: napari.viewer.Viewer) -> object:
-    """The grid settings: ``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before."""
-    canvas = getattr(viewer, "canvas", None)
-    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
-
-
-def displacement_vectors(result: SliceAttack, spacing: tuple[float, float, float]) -> np.ndarray:
-    """D of one slice as napari vectors (N, 2, 3) on a readable grid, in data pixels."""
-    height, width = result.s0.shape
-    step = max(4, max(height, width) // 24)
-    ys, xs = np.mgrid[step // 2 : height : step, step // 2 : width : step]
-    dy = result.displacement_mm[1][ys, xs] / spacing[1]
-    dx = result.displacement_mm[0][ys, xs] / spacing[2]
-    count = ys.size
-    positions = np.stack([np.full(count, result.index), ys.ravel(), xs.ravel()], axis=1)
-    projections = np.stack([np.zeros(count), dy.ravel(), dx.ravel()], axis=1)
-    return np.stack([positions, projections], axis=1).astype(np.float32)
-
-
-def metrics_html(result: SliceAttack) -> str:
-    """A small table: Dice of S0 and S_DV per organ, the decrease, success at 30 %, and p."""
-    metrics = result.metrics
-    decrease = metrics.decrease()
-    success = metrics.success()
-    rows = []
-    for organ, before in metrics.dice_s0.items():
-        after = metrics.dice_dv_warped[organ]
-        drop = decrease[organ]
-        mark = " ✔" if success[organ] else ""
-        rows.append(
-            f"<tr><td>{organ}</td><td>{_fmt(before)}</td><td>{_fmt(after)}</td>"
-            f"<td>{'-' if drop is None else f'{drop:.0f}%'}{mark}</td></tr>"
-        )
-    return (
-        f"<b>Slice {result.index}</b>, reference: {metrics.reference} (S_DV against the "
-        "reference moved by D)<table><tr><th>organ</th><th>S0</th><th>S_DV</th><th>drop</th></tr>"
-        + "".join(rows)
-        + f"</table>p = {metrics.p:.3f}"
-    )
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+        self.state.side_by_side = enabled

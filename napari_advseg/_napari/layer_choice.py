@@ -48,23 +48,32 @@ class LayerChoice:
             if current in names:
                 box.setCurrentText(current)
 
-    def image_layer(self) -> Image:
-        """The chosen image layer, checked to be a 3D grey-level volume."""
-        if not self.image_box.currentText():
+    def image_layer(self, name: str | None = None) -> Image:
+        """The chosen image layer (or the one named ``name``), checked to be a 3D grey volume."""
+        name = self.image_box.currentText() if name is None else name
+        if not name:
             raise AdvsegError("Open a CT volume first (File > Open, or File > Open Sample).")
-        layer = self.viewer.layers[self.image_box.currentText()]
-        if layer.rgb or layer.ndim != 3:
+        if name not in self.viewer.layers:
+            raise AdvsegError(f"There is no layer {name!r} any more; choose another CT layer.")
+        layer = self.viewer.layers[name]
+        if not isinstance(layer, Image) or layer.rgb or layer.ndim != 3:
             raise AdvsegError(
                 f"Layer {layer.name!r} is not a 3D grey-level CT volume; choose a 3D image layer."
             )
         return layer
 
-    def volume(self) -> Volume:
-        """The chosen layers as a :class:`Volume` (spacing from the image layer's scale)."""
-        image = self.image_layer()
+    def volume(self, image_name: str | None = None, labels_name: str | None = None) -> Volume:
+        """The chosen (or named) layers as a :class:`Volume` (spacing from the image's scale).
+
+        ``labels_name`` "" means no labels; ``None`` takes the choices of the combo boxes.
+        """
+        image = self.image_layer(image_name)
         labels = None
-        if self.labels_box.currentText():
-            labels_layer = self.viewer.layers[self.labels_box.currentText()]
+        labels_name = self.labels_box.currentText() if labels_name is None else labels_name
+        if labels_name:
+            if labels_name not in self.viewer.layers:
+                raise AdvsegError(f"There is no layer {labels_name!r} any more; choose another.")
+            labels_layer = self.viewer.layers[labels_name]
             labels = np.asarray(labels_layer.data)
             if labels.shape != image.data.shape:
                 raise AdvsegError(

@@ -1,0 +1,51 @@
+"""Small slots that bind the explorer's controls and its evented state (main thread only)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtWidgets import QHBoxLayout, QWidget
+
+from .explorer_state import ExplorerState
+from .model_registry import REGISTRY
+
+
+class FieldSetter:
+    """A slot that writes a control's new value into one field of the state."""
+
+    def __init__(self, state: ExplorerState, name: str) -> None:
+        self.state = state
+        self.name = name
+
+    def __call__(self, value: object) -> None:
+        setattr(self.state, self.name, value)
+
+
+class Follow:
+    """A slot for a state event: put the new value into a control unless it already shows it."""
+
+    def __init__(self, get: Callable[[], Any], put: Callable[[Any], object]) -> None:
+        self.get = get
+        self.put = put
+
+    def __call__(self, event: Any) -> None:
+        if self.get() != event.value:
+            self.put(event.value)
+
+
+class Disconnect:
+    """A slot for ``destroyed``: stop following the model registry."""
+
+    def __init__(self, callback: Any) -> None:
+        self.callback = callback
+
+    def __call__(self, *_: object) -> None:
+        REGISTRY.events.changed.disconnect(self.callback)
+
+
+def row(*widgets: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for widget in widgets:
+        row.addWidget(widget)
+    return row

@@ -1,9 +1,15 @@
 """Training dock widget: the U-Net or an attacker, in a napari worker, with a live loss plot.
 
-The backend's trainer is an iterator of typed events; a generator worker runs it in a thread and
-yields each event to the main thread, which updates the progress bar (napari's activity dock),
-the plot and the status line. Stop asks the trainer to end after the current step; it then saves
-its last checkpoint and finishes normally.
+The backend's trainer is an iterator of typed events. On the GUI thread the widget only reads
+its controls and layers into a request (cheap checks fail there, as notifications); a generator
+worker then loads the model, builds the trainer (which refuses a folder holding a checkpoint
+unless Resume or Overwrite is ticked) and runs it, yielding each event to the GUI thread. There
+each event costs microseconds: losses go into the plot's arrays, the progress bar (napari's
+activity dock) follows every :data:`~napari_advseg._napari.loss_plot.REDRAW_MS`, and the plot
+is drawn in a background thread. Stop asks the trainer to end after the current step; it then
+saves its last checkpoint and finishes normally. A finished checkpoint joins the session's
+:data:`~napari_advseg._napari.model_registry.REGISTRY`, so the explorer (and the "Model to
+attack" field) offer it at once.
 """
 
 from __future__ import annotations
@@ -11,13 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QThreadPool, QTimer
 from qtpy.QtWidgets import (
+    QApplication,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -30,22 +36,51 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.splits import hold_out_slab
 from ..errors import AdvsegError
 from ..nets.attacker import AttackerConfig
-from ..segmentation import load_segmentation_model
 from ..training.attack_trainer import AttackTrainer, AttackTrainingConfig
 from ..training.device import DEVICE_CHOICES, select_device
-from ..training.events import AttackProgress, StepCompleted, TrainingFinished, TrainingStarted
+from ..training.events import (
+    AttackProgress,
+    StepCompleted,
+    TrainingFinished,
+    TrainingStarted,
+    ValidationCompleted,
+)
 from ..training.seg_trainer import SegTrainer, SegTrainingConfig
 from .layer_choice import LayerChoice
+from .loss_figure import ATTACKER_LAYOUT, UNET_LAYOUT
+from .loss_plot import REDRAW_MS, LossPlot
+from .model_registry import REGISTRY
+from .training_run import (
+    AttackRequest,
+    SegRequest,
+    TrainerReady,
+    TrainingFailed,
+    TrainingRequest,
+    build_trainer,
+    run_training,
+)
 
 if TYPE_CHECKING:
     import napari
 
 KINDS = ("U-Net (segmentation)", "Attacker (D and V)")
-PLOT_EVERY = 5
-"""Redraw the loss plot every this many steps."""
+SHIPPED_MODEL = "shipped U-Net, or a checkpoint folder / TorchScript file"
+"""Placeholder of the "Model to attack" field: left empty, the shipped U-Net is attacked."""
+
+_FLAGS = {"--resume": "Resume", "--overwrite": "Overwrite"}
+"""The command line's words in the backend's messages, and this widget's check boxes."""
+
+
+def widget_message(error: BaseException | str) -> str:
+    """An error as one line for a notification, naming this widget's controls, not CLI flags."""
+    message = error if isinstance(error, str) else str(error)
+    if not isinstance(error, str | AdvsegError):
+        message = f"{type(error).__name__}: {error}"
+    for flag, box in _FLAGS.items():
+        message = message.replace(flag, box)
+    return message
 
 
 def _weight_box(value: float) -> QDoubleSpinBox:
@@ -66,9 +101,11 @@ class TrainingWidget(QWidget):
         self.worker: GeneratorWorker | None = None
         self.trainer: SegTrainer | AttackTrainer | None = None
         self.bar: progress | None = None
-        self.history: dict[str, list[float]] = {}
         self.last_event: Any = None
         self.split_note = ""
+        self._kind = "segmentation"
+        self._step = 0
+        self._stop_asked = False
 
         self.kind = QComboBox()
         self.kind.addItems(KINDS)
@@ -99,18 +136,37 @@ class TrainingWidget(QWidget):
         ):
             box.setRange(1, 64)
             box.setValue(size)
-        self.seg_path = QLineEdit()
-        self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint folder / TorchScript file")
+        self.seg_path = QComboBox()
+        self.seg_path.setEditable(True)
+        self.seg_path.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.seg_path.lineEdit().setPlaceholderText(SHIPPED_MODEL)
+        self.seg_path.setToolTip(
+            "Empty: the shipped U-Net. Or a checkpoint folder or TorchScript file; U-Nets "
+            "trained in this session are listed."
+        )
         self.device = QComboBox()
         self.device.addItems(list(DEVICE_CHOICES))
         self.out = QLineEdit(str(Path.home() / "advseg_runs" / "model"))
+        self.resume = QCheckBox("Resume")
+        self.resume.setToolTip("Continue the checkpoint in the folder.")
+        self.overwrite = QCheckBox("Overwrite")
+        self.overwrite.setToolTip(
+            "Replace the checkpoint in the folder (other files in it are kept)."
+        )
+        self.resume.toggled.connect(lambda on: on and self.overwrite.setChecked(False))
+        self.overwrite.toggled.connect(lambda on: on and self.resume.setChecked(False))
         self.start_button = QPushButton("Train")
         self.stop_button = QPushButton("Stop")
         self.status = QLabel(f"Device: {select_device('auto')} (auto)")
-        self.figure = Figure(figsize=(4, 2.5), tight_layout=True)
-        self.axes = self.figure.add_subplot()
-        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.status.setWordWrap(True)
+        self.plot = LossPlot(viewer)
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setInterval(REDRAW_MS)
+        self._flush_timer.timeout.connect(self._flush)
 
+        existing = QHBoxLayout()
+        existing.addWidget(self.resume)
+        existing.addWidget(self.overwrite)
         form = QFormLayout()
         form.addRow("Train", self.kind)
         form.addRow("CT image", self.image_box)
@@ -126,6 +182,7 @@ class TrainingWidget(QWidget):
         form.addRow("Model to attack", self.seg_path)
         form.addRow("Device", self.device)
         form.addRow("Checkpoint folder", self.out)
+        form.addRow("If it holds one", existing)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.stop_button)
@@ -133,7 +190,7 @@ class TrainingWidget(QWidget):
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
-        layout.addWidget(self.canvas)
+        layout.addWidget(self.plot, stretch=1)
         self.controls = [
             self.kind,
             self.image_box,
@@ -149,26 +206,42 @@ class TrainingWidget(QWidget):
             self.seg_path,
             self.device,
             self.out,
+            self.resume,
+            self.overwrite,
             self.start_button,
         ]
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
+        REGISTRY.events.changed.connect(self.refresh_models)
+        self.refresh_models()
         self._set_running(False)
+        application = QApplication.instance()
+        if application is not None:
+            application.aboutToQuit.connect(self.shut_down)
+
+    def refresh_models(self, *_: object) -> None:
+        """Offer the segmentation models trained in this session, keeping what is typed."""
+        current = self.seg_path.currentText()
+        self.seg_path.blockSignals(True)
+        self.seg_path.clear()
+        self.seg_path.addItems([""] + [str(folder) for folder in REGISTRY.segmentation])
+        self.seg_path.setCurrentText(current)
+        self.seg_path.blockSignals(False)
 
     def _set_running(self, running: bool) -> None:
         for control in self.controls:
             control.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
-    def make_trainer(self) -> SegTrainer | AttackTrainer:
-        """The backend trainer for the current settings (raises on bad input)."""
+    def request(self) -> TrainingRequest:
+        """The current settings and layers, read on the GUI thread (raises on bad input)."""
         volume = self.choice.volume()
         out = Path(self.out.text()).expanduser()
         device = self.device.currentText()
-        select_device(device)
         steps = self.steps.value()
+        existing = {"resume": self.resume.isChecked(), "overwrite": self.overwrite.isChecked()}
         if self.kind.currentText() == KINDS[0]:
-            train, val = hold_out_slab(volume)
+            volume.require_labels()
             epochs = max(1, min(10, steps // 50))  # validate (and keep the best) up to 10 times
             config = SegTrainingConfig(
                 epochs=epochs,
@@ -176,10 +249,7 @@ class TrainingWidget(QWidget):
                 batch_size=self.batch.value(),
                 device=device,
             )
-            self.split_note = (
-                f"validation: {val[0].name}" if val else "too few labelled slices to validate"
-            )
-            return SegTrainer(out, train, val, config=config)
+            return SegRequest(volume, out, config, **existing)
         config = AttackTrainingConfig(
             xi=self.xi.value(),
             lambda_d=self.lambda_d.value(),
@@ -191,77 +261,137 @@ class TrainingWidget(QWidget):
         attacker = AttackerConfig(
             self.latent_d.value(), self.latent_v.value(), mode=self.mode.currentText()
         )
-        seg_path = self.seg_path.text().strip()
-        seg = load_segmentation_model(Path(seg_path).expanduser() if seg_path else None)
-        self.split_note = f"attacking {seg.name}"
-        return AttackTrainer(out, seg, [volume], attacker, config=config)
+        seg_path = self.seg_path.currentText().strip()
+        seg = Path(seg_path).expanduser() if seg_path else None
+        return AttackRequest(volume, out, config, attacker, seg, **existing)
+
+    def make_trainer(self) -> SegTrainer | AttackTrainer:
+        """The backend trainer for the current settings, built here (raises on bad input)."""
+        ready = build_trainer(self.request())
+        self.split_note = ready.note
+        return ready.trainer
 
     def start(self) -> None:
-        """Start training in a worker thread."""
+        """Start training: check the settings here, then build and run the trainer in a worker."""
         try:
-            self.trainer = self.make_trainer()
+            request = self.request()
         except AdvsegError as error:
-            show_error(str(error))
+            show_error(widget_message(error))
             return
-        self.history = {}
+        self._kind = "segmentation" if isinstance(request, SegRequest) else "attacker"
+        self.trainer = None
         self.last_event = None
-        self.worker = create_worker(self.trainer.run, _start_thread=False)
-        self.worker.yielded.connect(self.on_event)
-        self.worker.errored.connect(self.on_error)
-        self.worker.finished.connect(self.on_finished)
+        self.split_note = ""
+        self._step = 0
+        self._stop_asked = False
+        if isinstance(request, AttackRequest):
+            self.plot.reset(ATTACKER_LAYOUT, {"masked_xent": request.config.xi})
+        else:
+            self.plot.reset(UNET_LAYOUT)
+        self.status.setText("Preparing: loading the data and the models...")
+        self.worker = create_worker(
+            run_training,
+            request,
+            _start_thread=False,
+            _connect={
+                "yielded": self.on_event,
+                "errored": self.on_error,
+                "finished": self.on_finished,
+            },
+        )
         self._set_running(True)
+        self._flush_timer.start()
         self.worker.start()
 
     def stop(self) -> None:
         """End training after the current step; the trainer saves its last checkpoint."""
+        if self.worker is None:
+            return
+        self._stop_asked = True
         if self.trainer is not None:
             self.trainer.stop()
-            self.status.setText("Stopping after this step...")
+        self.status.setText("Stopping after this step...")
+
+    def shut_down(self, wait_ms: int = 120_000) -> None:
+        """The application quits: stop a run after its step, let it save, wait for the worker.
+
+        A worker still running when Qt deletes its signals' objects would abort the process, and
+        the run would lose the steps since its last checkpoint.
+        """
+        if self.trainer is not None:
+            self.trainer.stop()
+        QThreadPool.globalInstance().waitForDone(wait_ms)
 
     def on_event(self, event: Any) -> None:
-        """Main thread: show one training event."""
+        """GUI thread: take one event from the worker (cheap; drawing is throttled)."""
+        if isinstance(event, TrainerReady):
+            self.trainer = event.trainer
+            self.split_note = event.note
+            if self._stop_asked:
+                self.trainer.stop()
+            return
+        if isinstance(event, TrainingFailed):
+            what = "Training failed" if event.started else "Could not start training"
+            show_error(f"{what}: {widget_message(event.message)}")
+            self.status.setText(f"{what}.")
+            return
         self.last_event = event
         if isinstance(event, TrainingStarted):
             self.bar = progress(total=event.total_steps, desc="advseg training")
             self.bar.update(event.start_step)
+            self._step = event.start_step
             self.status.setText(
                 f"Training on {event.device}, {event.num_parameters:,} parameters; "
                 + self.split_note
             )
         elif isinstance(event, StepCompleted):
-            for name, value in event.losses.items():
-                self.history.setdefault(name, []).append(value)
-            if self.bar is not None:
-                self.bar.update(1)
-            if event.step % PLOT_EVERY == 0 or event.step == event.total_steps:
-                self.draw()
+            self._step = event.step
+            self.plot.append(event.losses)
+        elif isinstance(event, ValidationCompleted):
+            self.status.setText(
+                f"Step {event.step}: validation mean Dice {event.mean_dice:.3f}"
+                + (" (best so far)" if event.is_best else "")
+                + f"; {self.split_note}"
+            )
         elif isinstance(event, AttackProgress):
             drops = ", ".join(f"{k} {v:.0f}%" for k, v in event.dice_drop.items() if v is not None)
             self.status.setText(f"Step {event.step}: Dice drop {drops}; p {event.p:.3f}")
         elif isinstance(event, TrainingFinished):
-            self.draw()
-            state = "Stopped" if event.stopped else "Finished"
-            show_info(f"{state} at step {event.step}; checkpoint: {event.last_path}")
-            self.status.setText(f"{state} at step {event.step}: {event.last_path}")
+            self.finish(event)
 
-    def draw(self) -> None:
-        """Redraw every loss term (and the critic's Wasserstein estimate) against the step."""
-        self.axes.clear()
-        for name, values in self.history.items():
-            self.axes.plot(np.arange(1, len(values) + 1), values, label=name, linewidth=1)
-        self.axes.set_xlabel("step")
-        self.axes.legend(fontsize="x-small", ncol=2)
-        self.canvas.draw_idle()
+    def finish(self, event: TrainingFinished) -> None:
+        """GUI thread: the run ended; report it and offer its checkpoint to the explorer."""
+        self._flush()
+        self.plot.request_draw(now=True)
+        reason = getattr(event, "reason", None)
+        state = "Stopped" if event.stopped else "Finished"
+        folder = event.best_path or event.last_path
+        where = f"checkpoint: {folder}" if folder is not None else "no checkpoint saved"
+        if reason:
+            show_warning(f"{state} at step {event.step}: {reason}")
+            self.status.setText(f"{state} at step {event.step}: {reason}")
+        else:
+            show_info(f"{state} at step {event.step}; {where}")
+            self.status.setText(f"{state} at step {event.step}; {where}")
+        if folder is not None and Path(folder).is_dir():
+            REGISTRY.add(Path(folder), self._kind)
+
+    def _flush(self) -> None:
+        """Bring the progress bar up to the last step seen (throttled with the plot)."""
+        if self.bar is not None and self._step > self.bar.n:
+            self.bar.update(self._step - self.bar.n)
 
     def on_error(self, error: Exception) -> None:
-        """Main thread: a failed run becomes a notification, never a traceback."""
-        message = (
-            str(error) if isinstance(error, AdvsegError) else f"{type(error).__name__}: {error}"
-        )
-        show_error(f"Training failed: {message}")
+        """GUI thread: an unexpected error (a bug) ended the worker.
+
+        napari already shows it as a notification with its traceback; user-caused errors
+        arrive as :class:`TrainingFailed` events instead.
+        """
+        self.status.setText(f"Training failed: {widget_message(error)}")
 
     def on_finished(self) -> None:
-        """Main thread: re-enable the controls."""
+        """GUI thread: close the progress bar and re-enable the controls."""
+        self._flush_timer.stop()
         if self.bar is not None:
             self.bar.close()
             self.bar = None

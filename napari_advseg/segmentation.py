@@ -9,7 +9,6 @@ U-Net is loaded from a checkpoint folder; a user's own network from a TorchScrip
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import warnings
 import zipfile
@@ -30,7 +29,7 @@ from .labels import DEFAULT_LABEL_MAP, LabelMap
 from .nets.unet import UNet, UNetConfig
 from .training.checkpoint import check_finite, load_checkpoint, save_checkpoint, weights_sha256
 from .training.schema import check_unet_config
-from .validation import check_integer, check_memory, check_number
+from .validation import check_integer, check_number
 
 UNET_KIND = "segmentation/unet"
 DEFAULT_MODEL_NAME = "unet_default"
@@ -303,27 +302,13 @@ def _check_weights_fit(
     folder: str | os.PathLike[str], architecture: UNetConfig, weights: Mapping[str, torch.Tensor]
 ) -> None:
     """Compare the weights with the architecture's shapes before allocating the network."""
-    from .training.memory import FLOAT_BYTES, meta_state_shapes
+    from .training.memory import check_weights_fit
 
-    shapes = meta_state_shapes(lambda: UNet(architecture))
-    given = {name: tuple(tensor.shape) for name, tensor in weights.items()}
-    if shapes != given:
-        missing = sorted(set(shapes) - set(given))
-        differing = sorted(n for n in set(shapes) & set(given) if shapes[n] != given[n])
-        detail = (
-            f"{differing[0]} is {given[differing[0]]}, expected {shapes[differing[0]]}"
-            if differing
-            else f"missing {missing[0]}"
-            if missing
-            else f"unexpected {sorted(set(given) - set(shapes))[0]}"
-        )
-        raise CheckpointError(
-            f"{folder}: weights do not fit the architecture in config.json; the checkpoint is "
-            f"inconsistent ({detail})."
-        )
-    check_memory(
-        sum(math.prod(shape) for shape in shapes.values()) * FLOAT_BYTES,
-        f"{folder}: its U-Net ({architecture.base_channels} base channels)",
+    check_weights_fit(
+        folder,
+        lambda: UNet(architecture),
+        weights,
+        f"U-Net ({architecture.base_channels} base channels)",
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,9 +14,8 @@ from ..errors import CheckpointError
 from ..nets.attacker import Attacker, AttackerConfig
 from ..nets.critic import CriticConfig
 from ..segmentation import SegmentationModel
-from ..validation import check_memory
 from .checkpoint import check_finite, load_checkpoint, save_checkpoint
-from .memory import FLOAT_BYTES, meta_state_shapes
+from .memory import check_weights_fit
 from .schema import check_attacker_config
 
 ATTACKER_KIND = "attacker"
@@ -92,20 +90,9 @@ def _check_attacker_weights(
     folder: str | os.PathLike[str], config: AttackerConfig, weights: Mapping[str, torch.Tensor]
 ) -> None:
     """Weights that fit the architecture, finite, and memory for the network, before building."""
-    shapes = meta_state_shapes(lambda: Attacker(config))
-    given = {name: tuple(tensor.shape) for name, tensor in weights.items()}
-    if shapes != given:
-        differing = sorted(set(shapes) ^ set(given)) or sorted(
-            name for name in shapes if shapes[name] != given[name]
-        )
-        raise CheckpointError(
-            f"{folder}: attacker weights do not fit its config (first difference: {differing[0]})."
-        )
+    what = f"attacker ({config.base_channels} base channels)"
+    check_weights_fit(folder, lambda: Attacker(config), weights, what)
     check_finite(folder, weights)
-    check_memory(
-        sum(math.prod(shape) for shape in shapes.values()) * FLOAT_BYTES,
-        f"{folder}: its attacker ({config.base_channels} base channels)",
-    )
 
 
 def load_attacker_state(

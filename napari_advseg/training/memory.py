@@ -9,14 +9,16 @@ megabyte; :func:`napari_advseg.validation.check_memory` compares them with the f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..data.resample import grid_shape
 from ..data.volume import Volume
-from ..errors import ResourceError
+from ..errors import CheckpointError, ResourceError
 from ..nets.attacker import Attacker, AttackerConfig
 from ..nets.critic import Critic, CriticConfig
 from ..nets.unet import UNet, UNetConfig
@@ -136,3 +138,41 @@ def check_run_memory(
             )
     else:
         check_memory(host_bytes + compute_bytes, what)
+
+
+def check_weights_fit(
+    folder: str | os.PathLike[str],
+    factory: Callable[[], nn.Module],
+    weights: Mapping[str, torch.Tensor],
+    what: str,
+) -> None:
+    """Check weights against ``factory()``'s names and shapes, and memory, before building it.
+
+    Nothing is allocated: the shapes come from the network built on the meta device, so a config
+    of absurd size is refused without trying.
+
+    Raises
+    ------
+    CheckpointError
+        If a weight is missing, unexpected or of another shape.
+    ResourceError
+        If the network would not fit in the free memory.
+    """
+    shapes = meta_state_shapes(factory)
+    given = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    if shapes != given:
+        missing = sorted(set(shapes) - set(given))
+        differing = sorted(n for n in set(shapes) & set(given) if shapes[n] != given[n])
+        if differing:
+            detail = f"{differing[0]} is {given[differing[0]]}, expected {shapes[differing[0]]}"
+        elif missing:
+            detail = f"missing {missing[0]}"
+        else:
+            detail = f"unexpected {sorted(set(given) - set(shapes))[0]}"
+        raise CheckpointError(
+            f"{folder}: {what} weights do not fit the architecture in config.json; the checkpoint "
+            f"is inconsistent ({detail})."
+        )
+    check_memory(
+        sum(math.prod(shape) for shape in shapes.values()) * FLOAT_BYTES, f"{folder}: its {what}"
+    )

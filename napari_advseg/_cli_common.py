@@ -171,3 +171,36 @@ def check_training_out(out: Path, resume: bool, overwrite: bool, *resume_from: P
     from .training.base import check_out_dir
 
     check_out_dir(out, resume, overwrite, *resume_from)
+
+
+class _DeprecatedAlias(argparse.Action):
+    """Store the value like the option it stands for, and say once that the name is old."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"advseg: warning: {option_string} is deprecated; use --model (the same model).",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """``--model``: the segmentation model under attack, in every command that takes one.
+
+    ``--seg``, its old name in train-attack, sweep and generate, still works and says so.
+    """
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="segmentation model: a checkpoint folder or TorchScript file (default: shipped U-Net)",
+    )
+    parser.add_argument(
+        "--seg", type=Path, dest="model", action=_DeprecatedAlias, help=argparse.SUPPRESS
+    )

@@ -21,6 +21,7 @@ from ._cli_common import (
     SEED,
     SPLIT_CHOICES,
     add_data_arguments,
+    add_model_argument,
     check_data_choice,
     check_training_out,
     eval_volumes,
@@ -178,12 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
             "both prediction and reference is left out of the averages."
         ),
     )
-    evaluate.add_argument(
-        "--model",
-        type=Path,
-        default=None,
-        help="checkpoint folder or TorchScript file (default: shipped U-Net)",
-    )
+    add_model_argument(evaluate)
     add_data_arguments(evaluate, default_sample=None)
     evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
     evaluate.set_defaults(handler=_eval_seg)

@@ -17,6 +17,7 @@ from ._cli_common import (
     MAX_STEPS,
     SEED,
     add_data_arguments,
+    add_model_argument,
     check_data_choice,
     check_training_out,
     eval_volumes,
@@ -53,7 +54,7 @@ def add_attack_commands(commands: Any) -> None:
         ),
     )
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    train.add_argument("--seg", type=Path, default=None, help="f_seg (default: shipped U-Net)")
+    add_model_argument(train)
     _add_attack_settings(train)
     add_data_arguments(train, default_sample=None)
     train.add_argument("--resume", action="store_true", help="continue from OUT")
@@ -73,7 +74,7 @@ def add_attack_commands(commands: Any) -> None:
             "Table 1 as Markdown, CSV, JSON and a PNG plot into --out."
         ),
     )
-    sweep.add_argument("--seg", type=Path, default=None, help="f_seg (default: shipped U-Net)")
+    add_model_argument(sweep)
     sweep.add_argument(
         "--xi", type=arg_float(0, MAX_XI), nargs="+", default=list(SWEEP_XI), help="xi to train"
     )
@@ -105,7 +106,7 @@ def add_attack_commands(commands: Any) -> None:
     )
     generate.add_argument("--image", type=Path, required=True, help="CT NIfTI file")
     generate.add_argument("--out", type=Path, required=True, help="folder to write into")
-    generate.add_argument("--seg", type=Path, default=None, help="f_seg (default: shipped U-Net)")
+    add_model_argument(generate)
     generate.add_argument(
         "--attacker",
         type=Path,
@@ -257,7 +258,7 @@ def _train_attack(args: argparse.Namespace) -> None:
     from .segmentation import load_segmentation_model
 
     check_training_out(args.out, args.resume, args.overwrite)
-    seg = load_segmentation_model(args.seg)
+    seg = load_segmentation_model(args.model)
     _train_one(args, seg, _train_volumes(args), args.out, args.xi, args.mode)
 
 
@@ -293,7 +294,7 @@ def _sweep(args: argparse.Namespace) -> None:
     free = available_memory()
     cache = SWEEP_CACHE_BYTES if free is None else min(SWEEP_CACHE_BYTES, free // 8)
     test = eval_volumes(args, require_labels=False, cache_bytes=cache)
-    seg = load_segmentation_model(args.seg)
+    seg = load_segmentation_model(args.model)
     if args.attackers:
         folders = list(args.attackers)
     else:
@@ -370,7 +371,7 @@ def _generate(args: argparse.Namespace) -> None:
     # per draw: I_DV (int16), V, D_x, D_y (float32), S_DV (uint8); S0 once; uncompressed sizes,
     # an upper bound of the .nii.gz files
     check_disk(args.out, voxels * (15 * args.samples + 1), f"generate --samples {args.samples}")
-    seg = load_segmentation_model(args.seg)
+    seg = load_segmentation_model(args.model)
     loaded = load_attacker(args.attacker or models_dir() / DEFAULT_ATTACKER)
     warning = loaded.target_mismatch(seg)
     if warning:

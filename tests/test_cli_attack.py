@@ -41,7 +41,7 @@ def attackers(trained_seg_dir, case, tmp_path_factory):
         code = main(
             [
                 "train-attack",
-                "--seg",
+                "--model",
                 str(trained_seg_dir),
                 "--xi",
                 str(xi),
@@ -70,7 +70,7 @@ def test_generate_writes_aligned_nifti(trained_seg_dir, attackers, case, tmp_pat
     code = main(
         [
             "generate",
-            "--seg",
+            "--model",
             str(trained_seg_dir),
             "--attacker",
             str(attackers[0]),
@@ -106,7 +106,7 @@ def test_sweep_with_existing_attackers(trained_seg_dir, attackers, case, tmp_pat
     code = main(
         [
             "sweep",
-            "--seg",
+            "--model",
             str(trained_seg_dir),
             "--attackers",
             *map(str, attackers),
@@ -161,3 +161,20 @@ def test_headline_row_is_the_smallest_xi_that_meets_the_bar():
     assert meets and row["xi"] == 2.5
     row, meets = headline_row(rows[:2] + rows[4:])
     assert not meets and row["xi"] == 2.0
+
+
+@pytest.mark.parametrize("command", ["eval-seg", "train-attack", "sweep", "generate"])
+def test_model_names_the_segmentation_model_in_every_command(command, capsys, tmp_path):
+    from napari_advseg.cli import build_parser
+
+    required = {
+        "train-attack": ["--out", str(tmp_path / "o")],
+        "generate": ["--out", str(tmp_path / "o"), "--image", "ct.nii.gz"],
+    }.get(command, [])
+    args = build_parser().parse_args([command, *required, "--model", str(tmp_path / "m")])
+    assert args.model == tmp_path / "m"
+    assert capsys.readouterr().err == ""
+    if command != "eval-seg":  # its old name still works there, and says it is deprecated
+        args = build_parser().parse_args([command, *required, "--seg", str(tmp_path / "old")])
+        assert args.model == tmp_path / "old"
+        assert "--seg is deprecated; use --model" in capsys.readouterr().err

@@ -119,11 +119,11 @@ def _output_commands(tmp_path: Path, pair: tuple[Path, Path], model: Path) -> di
         "sample-data --out": ["sample-data", "--subjects", "3", "--out"],
         "train-seg --out": ["train-seg", *data, *TINY_SEG, *TINY_NET, "--out"],
         "eval-seg --json": ["eval-seg", "--model", str(model), *data, "--json"],
-        "train-attack --out": ["train-attack", "--seg", str(model), *data, "--out"],
-        "sweep --out": ["sweep", "--seg", str(model), "--attackers", str(model), *data, "--out"],
+        "train-attack --out": ["train-attack", "--model", str(model), *data, "--out"],
+        "sweep --out": ["sweep", "--model", str(model), "--attackers", str(model), *data, "--out"],
         "sweep --json": [
             "sweep",
-            "--seg",
+            "--model",
             str(model),
             "--attackers",
             str(model),
@@ -132,7 +132,7 @@ def _output_commands(tmp_path: Path, pair: tuple[Path, Path], model: Path) -> di
             str(tmp_path / "sweep_out"),
             "--json",
         ],
-        "generate --out": ["generate", "--seg", str(model), "--image", str(pair[0]), "--out"],
+        "generate --out": ["generate", "--model", str(model), "--image", str(pair[0]), "--out"],
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -138,3 +139,54 @@ DEFAULT_LABEL_MAP = LabelMap(
     )
 )
 """The paper's four organs in its colors: pancreas blue, kidneys green, liver orange, spleen red."""
+
+PAPER_COLORS = {label.name: label.color for label in DEFAULT_LABEL_MAP}
+"""The paper's colour of each of its organs, kept whatever channel a model gives the organ."""
+
+
+def palette_color(index: int) -> tuple[int, int, int]:
+    """A distinct, saturated colour for the ``index``-th class (golden-ratio hues, any count)."""
+    hue = (0.13 + index * 0.618033988749895) % 1.0
+    value = 1.0 if index % 2 == 0 else 0.8
+    red, green, blue = colorsys.hsv_to_rgb(hue, 0.85, value)
+    return (round(red * 255), round(green * 255), round(blue * 255))
+
+
+def label_map_from_names(names: Mapping[str | int, str]) -> LabelMap:
+    """The label map of a spec's ``labels`` entry: output channel (1..C) -> organ name.
+
+    Channels may be given in any order, as strings (JSON keys) or integers, for any number of
+    classes; they must be exactly 1..C. The paper's four organs keep the paper's colours, other
+    organs get palette colours.
+
+    Raises
+    ------
+    InvalidInputError
+        If a channel is not a whole number, the channels are not 1..C, or a name is empty.
+    """
+    if not isinstance(names, Mapping) or not names:
+        raise InvalidInputError(
+            'labels must map output channels to organ names, e.g. {"1": "liver", "2": "spleen"}.'
+        )
+    channels: dict[int, str] = {}
+    for key, name in names.items():
+        try:
+            channel = int(key)
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(
+                f"labels: channel {key!r} is not a whole number (channels are 1..C)."
+            ) from error
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidInputError(f"labels: channel {channel} needs an organ name.")
+        channels[channel] = name.strip()
+    if sorted(channels) != list(range(1, len(channels) + 1)):
+        raise InvalidInputError(
+            f"labels: channels must be 1..{len(channels)} (0 is background), got "
+            f"{sorted(channels)}."
+        )
+    labels = []
+    for channel in sorted(channels):
+        name = channels[channel]
+        color = PAPER_COLORS.get(name.lower(), palette_color(channel - 1))
+        labels.append(Label(channel, name, color))
+    return LabelMap(tuple(labels))

@@ -196,13 +196,6 @@ class ExplorerSession:
         with self._lock:
             return self._slice(index).encoding
 
-    @torch.no_grad()
-    def s0_probabilities(self, index: int) -> torch.Tensor:
-        """f_seg's probabilities on I0 for slice ``index`` (padded, on the model's device)."""
-        with self._lock:
-            image = self._slice(index).image
-            return torch.softmax(self._seg(image).float(), dim=1)
-
     def s0(self, index: int) -> np.ndarray:
         """f_seg's labels on I0 for slice ``index``, on the source grid (cached)."""
         with self._lock:

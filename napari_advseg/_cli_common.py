@@ -12,6 +12,7 @@ from typing import Any
 from .data.lazy import LazyVolumes
 from .data.samples import MAX_SUBJECTS
 from .errors import InvalidInputError
+from .labels import DEFAULT_LABEL_MAP, LabelMap
 from .validation import arg_int
 
 SPLIT_CHOICES = ("train", "val", "test", "all")
@@ -71,7 +72,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | No
 
 
 def user_volumes(
-    args: argparse.Namespace, require_labels: bool = True, cache_bytes: int = 0
+    args: argparse.Namespace,
+    require_labels: bool = True,
+    cache_bytes: int = 0,
+    label_map: LabelMap = DEFAULT_LABEL_MAP,
 ) -> LazyVolumes:
     """The user's --image files with their --labels (optional where labels are not needed).
 
@@ -80,10 +84,10 @@ def user_volumes(
     from .data.nifti import lazy_volumes
 
     if not args.labels and not require_labels:
-        return lazy_volumes(args.images, cache_bytes=cache_bytes)
+        return lazy_volumes(args.images, label_map=label_map, cache_bytes=cache_bytes)
     if not args.labels or len(args.labels) != len(args.images):
         raise InvalidInputError("Give one --labels file per --image file, in the same order.")
-    return lazy_volumes(args.images, args.labels, cache_bytes=cache_bytes)
+    return lazy_volumes(args.images, args.labels, label_map, cache_bytes=cache_bytes)
 
 
 def check_data_choice(args: argparse.Namespace) -> None:
@@ -141,6 +145,7 @@ def eval_volumes(
     default_split: str = "test",
     require_labels: bool = True,
     cache_bytes: int = 0,
+    label_map: LabelMap = DEFAULT_LABEL_MAP,
 ) -> LazyVolumes:
     """The volumes named by the data arguments (phantom default: the test split).
 
@@ -151,7 +156,7 @@ def eval_volumes(
 
     check_data_choice(args)
     if args.images:
-        return user_volumes(args, require_labels, cache_bytes)
+        return user_volumes(args, require_labels, cache_bytes, label_map)
     volumes = LazyVolumes([], cache_bytes)
     if "phantom" in args.sample:
         cohort = PhantomCohort(args.subjects, args.cohort_seed)
@@ -199,8 +204,48 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         default=None,
-        help="segmentation model: a checkpoint folder or TorchScript file (default: shipped U-Net)",
+        help=(
+            "segmentation model: a checkpoint folder, a TorchScript file or a torch.export .pt2 "
+            "file (default: the shipped U-Net)"
+        ),
     )
     parser.add_argument(
         "--seg", type=Path, dest="model", action=_DeprecatedAlias, help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--model-spec",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=(
+            "JSON file saying how the model is fed: labels, pixel_spacing_mm, normalization, "
+            "input_multiple, orientation (needed for a TorchScript or .pt2 model; a checkpoint "
+            "folder carries its own)"
+        ),
+    )
+
+
+def add_force_argument(parser: argparse.ArgumentParser) -> None:
+    """``--force-attacker``: use an attacker trained against a model fed differently."""
+    parser.add_argument(
+        "--force-attacker",
+        action="store_true",
+        help=(
+            "use an attacker trained against a model fed differently (other spacing, "
+            "normalisation, labels, stride or orientation); refused without it"
+        ),
+    )
+
+
+def load_model(args: argparse.Namespace) -> Any:
+    """The segmentation model named by ``--model`` and ``--model-spec`` (checked and probed)."""
+    from .segmentation import load_segmentation_model
+
+    return load_segmentation_model(args.model, args.model_spec)
+
+
+def check_attacker_target(loaded: Any, seg: Any, args: argparse.Namespace) -> None:
+    """Refuse an attacker trained against a model fed otherwise (unless forced); warn else."""
+    warning = loaded.check_target(seg, force=getattr(args, "force_attacker", False))
+    if warning:
+        print(f"advseg: warning: {warning}", file=sys.stderr)

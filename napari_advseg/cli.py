@@ -26,6 +26,7 @@ from ._cli_common import (
     check_training_out,
     eval_volumes,
     fmt,
+    load_model,
     progress,
     user_volumes,
     with_progress,
@@ -310,13 +311,15 @@ def _train_seg(args: argparse.Namespace) -> None:
 def _eval_seg(args: argparse.Namespace) -> None:
     from .evaluation.metrics import dice_per_label, mean_dice
     from .inference import segment_volume
-    from .segmentation import default_model_path, load_segmentation_model
+    from .segmentation import default_model_path
 
     if args.json is not None:
         check_output_file(args.json, "--json")
     check_data_choice(args)
-    volumes = eval_volumes(args)  # checks the files' headers; reads each volume when used
-    model = load_segmentation_model(args.model)
+    eval_volumes(args)  # checks the files' headers before the model is loaded
+    model = load_model(args)
+    # reads each volume when used, its labels in the model's channels
+    volumes = eval_volumes(args, label_map=model.spec.label_map)
     names = model.spec.label_map.names
     rows = []
     for volume in progress(volumes, "subjects"):  # one subject in memory at a time

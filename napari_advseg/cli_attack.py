@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,16 @@ from ._cli_common import (
     MAX_STEPS,
     SEED,
     add_data_arguments,
+    add_force_argument,
     add_model_argument,
+    check_attacker_target,
     check_data_choice,
     check_training_out,
     eval_volumes,
+    load_model,
     with_progress,
 )
+from .errors import InvalidInputError
 from .validation import (
     arg_float,
     arg_int,
@@ -57,6 +60,17 @@ def add_attack_commands(commands: Any) -> None:
     add_model_argument(train)
     _add_attack_settings(train)
     add_data_arguments(train, default_sample=None)
+    train.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=(
+            "start from this attacker checkpoint (e.g. a shipped one) and fine-tune it against "
+            "--model; its architecture is used, and its record of the model it was trained "
+            "against is not checked"
+        ),
+    )
     train.add_argument("--resume", action="store_true", help="continue from OUT")
     train.add_argument(
         "--overwrite",
@@ -75,6 +89,7 @@ def add_attack_commands(commands: Any) -> None:
         ),
     )
     add_model_argument(sweep)
+    add_force_argument(sweep)
     sweep.add_argument(
         "--xi", type=arg_float(0, MAX_XI), nargs="+", default=list(SWEEP_XI), help="xi to train"
     )
@@ -107,6 +122,7 @@ def add_attack_commands(commands: Any) -> None:
     generate.add_argument("--image", type=Path, required=True, help="CT NIfTI file")
     generate.add_argument("--out", type=Path, required=True, help="folder to write into")
     add_model_argument(generate)
+    add_force_argument(generate)
     generate.add_argument(
         "--attacker",
         type=Path,
@@ -221,10 +237,14 @@ def _training_settings(args: argparse.Namespace, xi: float) -> Any:
     )
 
 
-def _train_volumes(args: argparse.Namespace) -> list[Any]:
+def _train_volumes(args: argparse.Namespace, seg: Any) -> list[Any]:
     if not args.sample and not args.images:
         args.sample = ["phantom"]
-    return list(eval_volumes(args, default_split="train", require_labels=False))
+    return list(
+        eval_volumes(
+            args, default_split="train", require_labels=False, label_map=seg.spec.label_map
+        )
+    )
 
 
 def _train_one(
@@ -243,6 +263,7 @@ def _train_one(
         resume=getattr(args, "resume", False),
         overwrite=args.overwrite,
         provenance={"command": args.command_line, "data": [v.name for v in volumes]},
+        init_from=getattr(args, "init", None),
     )
     print(f"training attacker xi={xi:g} mode={mode} on {len(volumes)} volumes -> {out}")
     for event in with_progress(trainer, f"attack xi={xi:g} {mode}"):
@@ -255,11 +276,13 @@ def _train_one(
 
 
 def _train_attack(args: argparse.Namespace) -> None:
-    from .segmentation import load_segmentation_model
-
     check_training_out(args.out, args.resume, args.overwrite)
-    seg = load_segmentation_model(args.model)
-    _train_one(args, seg, _train_volumes(args), args.out, args.xi, args.mode)
+    if args.init is not None and args.resume:
+        raise InvalidInputError("Give --init to start a new run, or --resume to continue one.")
+    if args.images:
+        eval_volumes(args, require_labels=False)  # checks the files' headers before the model
+    seg = load_model(args)
+    _train_one(args, seg, _train_volumes(args, seg), args.out, args.xi, args.mode)
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -278,7 +301,6 @@ def _sweep(args: argparse.Namespace) -> None:
         write_outputs,
     )
     from .inference import to_model_grid
-    from .segmentation import load_segmentation_model
     from .training.attacker_io import load_attacker
 
     check_output_dir(args.out)
@@ -293,8 +315,9 @@ def _sweep(args: argparse.Namespace) -> None:
     # read one test volume at a time, keeping at most a bounded share of memory for later passes
     free = available_memory()
     cache = SWEEP_CACHE_BYTES if free is None else min(SWEEP_CACHE_BYTES, free // 8)
-    test = eval_volumes(args, require_labels=False, cache_bytes=cache)
-    seg = load_segmentation_model(args.model)
+    eval_volumes(args, require_labels=False)  # checks the files' headers before the model
+    seg = load_model(args)
+    test = eval_volumes(args, require_labels=False, cache_bytes=cache, label_map=seg.spec.label_map)
     if args.attackers:
         folders = list(args.attackers)
     else:
@@ -309,9 +332,7 @@ def _sweep(args: argparse.Namespace) -> None:
     extra: dict[str, Any] = {"seg": seg.name, "subjects": test.names}
     evaluated_dv = []
     for loaded in attackers:
-        warning = loaded.target_mismatch(seg)
-        if warning:
-            print(f"advseg: warning: {warning}", file=sys.stderr)
+        check_attacker_target(loaded, seg, args)
         report = evaluate_attack(seg, LearnedAttack(loaded), test)
         if not rows:
             rows += baseline_rows(report)
@@ -362,7 +383,6 @@ def _generate(args: argparse.Namespace) -> None:
     from .attack import attack_volume
     from .data.nifti import load_volume, open_nifti, write_nifti
     from .evaluation.attacks import LearnedAttack
-    from .segmentation import load_segmentation_model
     from .training.attacker_io import load_attacker
 
     check_output_dir(args.out)
@@ -371,11 +391,9 @@ def _generate(args: argparse.Namespace) -> None:
     # per draw: I_DV (int16), V, D_x, D_y (float32), S_DV (uint8); S0 once; uncompressed sizes,
     # an upper bound of the .nii.gz files
     check_disk(args.out, voxels * (15 * args.samples + 1), f"generate --samples {args.samples}")
-    seg = load_segmentation_model(args.model)
+    seg = load_model(args)
     loaded = load_attacker(args.attacker or models_dir() / DEFAULT_ATTACKER)
-    warning = loaded.target_mismatch(seg)
-    if warning:
-        print(f"advseg: warning: {warning}", file=sys.stderr)
+    check_attacker_target(loaded, seg, args)
     volume = load_volume(args.image)
     stem = Path(args.image).name.removesuffix(".gz").removesuffix(".nii")
     draws = (

@@ -1,8 +1,9 @@
 """Feeding a volume to a segmentation model and bringing its outputs back to the volume's grid.
 
-The path of every slice: Hounsfield units -> the model's normalisation -> in-plane resampling to
-the model's pixel spacing -> padding to the model's stride -> network -> cropping -> resampling
-of the class probabilities back to the source grid -> argmax.
+The path of every slice: Hounsfield units -> the model's slice layout (orientation) -> the model's
+normalisation -> in-plane resampling to the model's pixel spacing -> padding to the model's
+stride -> network -> cropping -> resampling of the class probabilities back to the source grid
+-> the canonical layout -> argmax.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from . import validation
 from .class_map import class_map
 from .data.normalization import NormalizationStats
+from .data.orientation import IDENTITY, SliceLayout, slice_layout
 from .data.resample import grid_shape, resize_images, resize_labels
 from .data.slices import Crop, pad_to_multiple
 from .data.volume import Volume
@@ -47,9 +49,13 @@ class ModelGridSlices:
     model_shape
         (H', W') before padding.
     source_shape
-        (H, W) of the source slices.
+        (H, W) of the source slices, in the canonical layout.
     stats
         The subject's normalisation statistics.
+    layout
+        How the model's slices are laid out relative to the canonical ones.
+    pixel_spacing
+        The model's (rows, columns) pixel size in mm.
     """
 
     images: torch.Tensor
@@ -57,14 +63,45 @@ class ModelGridSlices:
     model_shape: tuple[int, int]
     source_shape: tuple[int, int]
     stats: NormalizationStats
+    layout: SliceLayout = IDENTITY
+    pixel_spacing: tuple[float, float] = (1.0, 1.0)
 
     def to_source(self, maps: torch.Tensor) -> torch.Tensor:
-        """Crop padded (N, C, H', W') maps and resample them onto the source slices' grid."""
-        return resize_images(self.crop(maps), self.source_shape)
+        """Crop padded (N, C, H', W') maps and resample them onto the source slices' grid.
+
+        The result is in the canonical layout, (N, C, H, W) with (H, W) = ``source_shape``.
+        """
+        resized = resize_images(self.crop(maps), self.layout.shape(self.source_shape))
+        return self.layout.invert(resized)
+
+    def displacement_to_source_mm(self, displacement: torch.Tensor) -> torch.Tensor:
+        """A padded (N, 2, H', W') field in model pixels as (N, 2, H, W) mm on the source grid.
+
+        Channel 0 is the displacement along the source's columns (x), channel 1 along its rows
+        (y), both in millimetres, whatever the model's layout and spacing.
+        """
+        rows_mm, cols_mm = self.pixel_spacing
+        scale = torch.tensor([cols_mm, rows_mm], dtype=displacement.dtype)
+        millimetres = self.crop(displacement) * scale.to(displacement.device).view(1, 2, 1, 1)
+        resized = resize_images(millimetres, self.layout.shape(self.source_shape))
+        return self.layout.invert_displacement(resized)
+
+    def labels_to_model(self, labels: torch.Tensor) -> torch.Tensor:
+        """Canonical (N, H, W) labels on the source grid as (N, H', W') on the model's grid."""
+        return resize_labels(self.layout.apply(labels), self.model_shape)
+
+
+def volume_layout(volume: Volume, spec: ModelSpec) -> SliceLayout:
+    """How ``volume``'s canonical slices must be laid out for a model of ``spec``."""
+    affine = volume.grid.affine if volume.grid is not None else None
+    try:
+        return slice_layout(spec.orientation, affine)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"{volume.name}: {error}") from error
 
 
 def model_grid_shape(volume: Volume, spec: ModelSpec) -> tuple[int, int]:
-    """In-plane size of the volume's slices at the model's spacing; checks its bounds.
+    """In-plane size of the volume's slices at the model's spacing, in the model's layout.
 
     Raises
     ------
@@ -72,7 +109,9 @@ def model_grid_shape(volume: Volume, spec: ModelSpec) -> tuple[int, int]:
         If the slices would be smaller than the network takes, or larger than
         :data:`MAX_MODEL_GRID_SIDE` pixels a side.
     """
-    shape = grid_shape(volume.image.shape[1:], volume.spacing[1:], spec.pixel_spacing)
+    layout = volume_layout(volume, spec)
+    source = layout.shape(volume.image.shape[1:])
+    shape = grid_shape(source, layout.spacing(volume.spacing[1:]), spec.pixel_spacing)
     described = (
         f"{volume.name}: slices of {volume.image.shape[1]}x{volume.image.shape[2]} pixels "
         f"at {volume.spacing[1]:g}x{volume.spacing[2]:g} mm are {shape[0]}x{shape[1]} at "
@@ -140,18 +179,23 @@ def to_model_grid(volume: Volume, spec: ModelSpec, pad: bool = True) -> ModelGri
     validation.check_memory(
         model_grid_bytes(volume, spec), f"{volume.name}: resampling to the model's grid"
     )
+    layout = volume_layout(volume, spec)
     normalized, stats = spec.normalization.apply(volume.image)
-    images = resize_images(torch.from_numpy(normalized)[:, None], shape)
+    images = resize_images(layout.apply(torch.from_numpy(normalized))[:, None], shape)
     crop = Crop(slice(0, shape[0]), slice(0, shape[1]))
     if pad:
         images, crop = pad_to_multiple(images, spec.input_multiple, value=float(normalized.min()))
-    return ModelGridSlices(images.contiguous(), crop, shape, tuple(volume.image.shape[1:]), stats)
+    source_shape = (volume.image.shape[1], volume.image.shape[2])
+    return ModelGridSlices(
+        images.contiguous(), crop, shape, source_shape, stats, layout, spec.pixel_spacing
+    )
 
 
 def labels_to_model_grid(volume: Volume, spec: ModelSpec) -> torch.Tensor:
-    """The volume's labels at the model's spacing, unpadded, as (Z, H', W') int64."""
+    """The volume's labels at the model's spacing and layout, unpadded, as (Z, H', W') int64."""
     shape = model_grid_shape(volume, spec)
-    return resize_labels(torch.from_numpy(volume.require_labels().astype(np.int64)), shape)
+    labels = volume_layout(volume, spec).apply(torch.from_numpy(volume.require_labels()))
+    return resize_labels(labels.to(torch.int64), shape)
 
 
 def _probability_bytes(slices: ModelGridSlices, channels: int) -> int:

@@ -9,11 +9,11 @@ U-Net is loaded from a checkpoint folder; a user's own network from a TorchScrip
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,82 +22,16 @@ from torch import nn
 
 from ._resources import models_dir
 from .class_map import class_map
-from .data.normalization import Normalization
 from .data.slices import pad_to_multiple
 from .errors import AdvsegError, CheckpointError, InvalidInputError, ResourceError
-from .labels import DEFAULT_LABEL_MAP, LabelMap
+from .labels import LabelMap
+from .model_spec import ModelSpec, load_spec_file
 from .nets.unet import UNet, UNetConfig
 from .training.checkpoint import check_finite, load_checkpoint, save_checkpoint, weights_sha256
 from .training.schema import check_unet_config
-from .validation import check_integer, check_number
 
 UNET_KIND = "segmentation/unet"
 DEFAULT_MODEL_NAME = "unet_default"
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How a segmentation network must be fed, and what its outputs mean.
-
-    Attributes
-    ----------
-    label_map
-        Names and colors of output channels 1..C (channel 0 is background).
-    pixel_spacing
-        In-plane pixel size (y, x) in mm that the network was trained at.
-    normalization
-        Intensity normalisation applied to Hounsfield units before the network.
-    input_multiple
-        Input height and width are padded to a multiple of this.
-    min_size
-        Smallest height or width, at the model's spacing, that the network accepts.
-    """
-
-    label_map: LabelMap = DEFAULT_LABEL_MAP
-    pixel_spacing: tuple[float, float] = (3.0, 3.0)
-    normalization: Normalization = field(default_factory=Normalization)
-    input_multiple: int = 8
-    min_size: int = 16
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.label_map, LabelMap):
-            raise InvalidInputError(f"label_map must be a LabelMap, got {self.label_map!r}.")
-        if not isinstance(self.normalization, Normalization):
-            raise InvalidInputError(
-                f"normalization must be a Normalization, got {self.normalization!r}."
-            )
-        if len(self.pixel_spacing) != 2:
-            raise InvalidInputError(
-                f"pixel spacing must be two numbers (y, x), got {self.pixel_spacing!r}."
-            )
-        for value in self.pixel_spacing:
-            check_number(value, "pixel spacing (mm)", low=0.0, high=1000.0, low_open=True)
-        check_integer(self.input_multiple, "input_multiple", low=1, high=4096)
-        check_integer(self.min_size, "min_size", low=1, high=65536)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
-            "label_map": self.label_map.to_dict(),
-            "pixel_spacing_mm": list(self.pixel_spacing),
-            "normalization": self.normalization.to_dict(),
-            "input_multiple": self.input_multiple,
-            "min_size": self.min_size,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
-        """Inverse of :meth:`to_dict`."""
-        spacing = [check_number(s, "pixel spacing (mm)") for s in data["pixel_spacing_mm"]]
-        if len(spacing) != 2:
-            raise InvalidInputError(f"pixel spacing must be two numbers (y, x), got {spacing}.")
-        return cls(
-            label_map=LabelMap.from_dict(data["label_map"]),
-            pixel_spacing=(spacing[0], spacing[1]),
-            normalization=Normalization.from_dict(data["normalization"]),
-            input_multiple=check_integer(data["input_multiple"], "input_multiple"),
-            min_size=check_integer(data["min_size"], "min_size"),
-        )
 
 
 class SegmentationModel:
@@ -243,7 +177,7 @@ def save_unet(
     config = {
         "kind": UNET_KIND,
         "architecture": network.config.to_dict(),
-        **spec.to_dict(),
+        "spec": spec.to_dict(),
         "training": dict(training or {}),
     }
     tensors = {f"model/{key}": value for key, value in network.state_dict().items()}
@@ -269,7 +203,7 @@ def load_unet(
     architecture = checker.build(
         "architecture", lambda: UNetConfig.from_dict(config["architecture"])
     )
-    spec = checker.build("model spec", lambda: ModelSpec.from_dict(config))
+    spec = checker.build("model spec", lambda: ModelSpec.from_config(config))
     if expect_architecture is not None and architecture != expect_architecture:
         raise CheckpointError(
             f"{folder}: U-Net architecture {architecture} differs from the expected "
@@ -324,7 +258,8 @@ def load_torchscript(path: str | os.PathLike[str], spec: ModelSpec) -> Segmentat
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{path}: not a TorchScript archive. Export your network with "
-            "torch.jit.script(model).save(path), or give a napari-advseg checkpoint folder."
+            "torch.jit.script(model).save(path) or torch.export (a .pt2 file), or give a "
+            "napari-advseg checkpoint folder."
         )
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
@@ -333,7 +268,8 @@ def load_torchscript(path: str | os.PathLike[str], spec: ModelSpec) -> Segmentat
     ):
         raise CheckpointError(
             f"{path}: a torch.save pickle, not a TorchScript archive; napari-advseg never "
-            "unpickles files (that can run code). Export with torch.jit.script(model).save(path)."
+            "unpickles files (that can run code). Export with torch.jit.script(model).save(path) "
+            "or torch.export.save(torch.export.export(model, ...), 'model.pt2')."
         )
     try:
         with warnings.catch_warnings():
@@ -343,23 +279,90 @@ def load_torchscript(path: str | os.PathLike[str], spec: ModelSpec) -> Segmentat
             network = torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # TorchScript raises RuntimeError and friends on bad archives
         raise CheckpointError(f"{path}: cannot load as TorchScript ({error}).") from error
+    return _checked_user_model(path, network, spec, "segmentation/torchscript")
+
+
+def load_exported(path: str | os.PathLike[str], spec: ModelSpec) -> SegmentationModel:
+    """Load a user's ``torch.export`` program (``.pt2``) without unpickling anything."""
+    from .nets.exported_program import load_exported_program
+
+    path = Path(path)
+    network = load_exported_program(path)
+    return _checked_user_model(path, network, spec, "segmentation/torch-export")
+
+
+def _checked_user_model(
+    path: Path, network: nn.Module, spec: ModelSpec, kind: str
+) -> SegmentationModel:
+    """Wrap a user's network, refuse a 3D one, and probe it at sizes that test its spec."""
+    tensors = [*network.parameters(), *network.buffers()]
+    if any(tensor.ndim == 5 for tensor in tensors):
+        raise CheckpointError(
+            f"{path}: a 3D network (it holds 5D convolution weights); napari-advseg attacks 2D "
+            "slice models only: export one that maps (B, 1, H, W) slices to (B, C + 1, H, W) "
+            "logits."
+        )
     config = {
-        "kind": "segmentation/torchscript",
+        "kind": kind,
         "path": str(path),
         "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
     }
     model = SegmentationModel(network, spec, path.stem, config, check_outputs=True).freeze()
-    size = max(spec.min_size, spec.input_multiple) * 2
-    size += -size % spec.input_multiple
+    probe_model(model, path)
+    return model
+
+
+MAX_PROBE_MULTIPLE = 128
+"""The largest padding multiple :func:`probe_model` tries when it looks for the right one."""
+
+
+def probe_sizes(multiple: int, min_size: int) -> tuple[int, int]:
+    """A (rows, columns) probe: odd multiples of ``multiple``, unequal, at least ``min_size``.
+
+    An odd multiple of m is not a multiple of 2m, so a network whose stride is larger than the
+    spec says fails on it (or returns the wrong shape) instead of passing by luck.
+    """
+    factor = max(3, math.ceil(min_size / multiple))
+    factor += 1 - factor % 2
+    return multiple * factor, multiple * (factor + 2)
+
+
+def probe_model(model: SegmentationModel, path: Path) -> None:
+    """Run ``model`` once at a size its spec allows; fail with one line if the spec is wrong.
+
+    Where it fails, larger multiples are tried, and the error names the one that works.
+    """
+    spec = model.spec
+    rows, cols = probe_sizes(spec.input_multiple, spec.min_size)
+    error = _probe(model, rows, cols)
+    if error is None:
+        return
+    better = None
+    multiple = spec.input_multiple * 2
+    while better is None and multiple <= MAX_PROBE_MULTIPLE:
+        if _probe(model, *probe_sizes(multiple, spec.min_size)) is None:
+            better = multiple
+        multiple *= 2
+    detail = str(error).split(": ", 1)[-1].rstrip(".")
+    if better is not None:
+        raise CheckpointError(
+            f"{path}: fails on a {rows}x{cols} input, although both are multiples of the spec's "
+            f"input_multiple {spec.input_multiple}, and works at multiples of {better}: set "
+            f'"input_multiple": {better} in the model spec.'
+        ) from error
+    raise CheckpointError(
+        f"{path}: {detail}. Check the model spec (labels: {spec.label_map.num_classes - 1} "
+        "organs), and export a network that maps (B, 1, H, W) images to (B, C + 1, H, W) logits."
+    ) from error
+
+
+def _probe(model: SegmentationModel, rows: int, cols: int) -> AdvsegError | None:
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 1, size, size))
+            model(torch.zeros(1, 1, rows, cols))
     except (InvalidInputError, CheckpointError) as error:
-        raise CheckpointError(
-            f"{path}: {str(error).split(': ', 1)[1]} Export a network that maps (B, 1, H, W) "
-            "images to (B, C + 1, H, W) logits."
-        ) from error
-    return model
+        return error
+    return None
 
 
 def default_model_path() -> Path:
@@ -368,19 +371,49 @@ def default_model_path() -> Path:
 
 
 def load_segmentation_model(
-    path: str | os.PathLike[str] | None = None, spec: ModelSpec | None = None
+    path: str | os.PathLike[str] | None = None,
+    spec: ModelSpec | str | os.PathLike[str] | None = None,
 ) -> SegmentationModel:
-    """Load the shipped U-Net (no path), a checkpoint folder, or a TorchScript file.
+    """Load the shipped U-Net (no path), a checkpoint folder, or a user's exported network.
 
-    ``spec`` is needed for a TorchScript file only (checkpoints carry their own); it defaults to
-    the paper's label map at 3 mm pixels.
+    Parameters
+    ----------
+    path
+        A checkpoint folder, a TorchScript file or a ``torch.export`` ``.pt2`` file; None for
+        the shipped U-Net.
+    spec
+        How the network is fed: a :class:`ModelSpec` or a spec JSON file. Required for a
+        TorchScript or ``.pt2`` file; a checkpoint folder carries its own, and a different one
+        given here is an error (the checkpoint's would be silently ignored otherwise).
+
+    Raises
+    ------
+    CheckpointError, InvalidInputError
+        One line that says what is wrong with the model, the spec or the two together.
     """
+    if spec is not None and not isinstance(spec, ModelSpec):
+        spec = load_spec_file(spec)
     path = default_model_path() if path is None else Path(path)
     if path.is_dir():
-        return load_unet(path)[0]
+        model = load_unet(path)[0]
+        if spec is not None and spec != model.spec:
+            differences = "; ".join(spec.differences(model.spec))
+            raise InvalidInputError(
+                f"{path}: the checkpoint carries its own model spec, and the one given differs "
+                f"({differences}); leave out the spec to use the checkpoint's."
+            )
+        return model
     if path.is_file():
-        return load_torchscript(path, spec or ModelSpec())
+        if spec is None:
+            raise InvalidInputError(
+                f"{path}: a user's network needs a model spec (--model-spec FILE): its labels, "
+                "pixel spacing, normalisation, input multiple and orientation; see the README, "
+                "'Your own model and data'."
+            )
+        if path.suffix == ".pt2":
+            return load_exported(path, spec)
+        return load_torchscript(path, spec)
     raise CheckpointError(
-        f"{path}: no such model; give a checkpoint folder, a TorchScript file, or nothing for "
-        "the shipped U-Net."
+        f"{path}: no such model; give a checkpoint folder, a TorchScript or .pt2 file, or "
+        "nothing for the shipped U-Net."
     )

@@ -122,7 +122,7 @@ def test_pickles_are_never_unpickled(tmp_path):
     assert not marker.exists()
     for path in (plain, zipped):
         with pytest.raises(CheckpointError, match="TorchScript"):
-            load_segmentation_model(path)
+            load_segmentation_model(path, ModelSpec())
     assert not marker.exists()
 
 

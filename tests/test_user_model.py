@@ -9,11 +9,16 @@ from torch import nn
 
 from napari_advseg.errors import CheckpointError, InvalidInputError
 from napari_advseg.inference import segment_volume
-from napari_advseg.segmentation import ModelSpec, SegmentationModel, load_segmentation_model
+from napari_advseg.segmentation import (
+    ModelSpec,
+    SegmentationModel,
+    load_segmentation_model,
+    probe_sizes,
+)
 
 from .conftest import blob_volume
 
-PROBE = 32  # the load-time probe of the default spec: (1, 1, 32, 32)
+PROBE = probe_sizes(8, 16)  # the load-time probe of the default spec: (1, 1, 24, 40)
 
 
 class WrongChannelsElsewhere(nn.Module):
@@ -23,7 +28,7 @@ class WrongChannelsElsewhere(nn.Module):
         self.bad = nn.Conv2d(1, 3, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == 32 and x.shape[-2] == 32:
+        if x.shape[-2] == 24 and x.shape[-1] == 40:
             return self.good(x)
         return self.bad(x)
 
@@ -35,7 +40,7 @@ class WrongSizeElsewhere(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        if x.shape[-1] == 32:
+        if x.shape[-1] == 40:
             return y
         return y[:, :, :, 1:]
 
@@ -47,9 +52,20 @@ class NanElsewhere(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        if x.shape[-1] == 32:
+        if x.shape[-1] == 40:
             return y
         return y * float("nan")
+
+
+class RaisesElsewhere(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 5, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != 40:
+            raise ValueError("input sides must be multiples of 40")
+        return self.conv(x)
 
 
 class NeedsMultiplesOf32(nn.Module):
@@ -68,14 +84,14 @@ def scripted(module: nn.Module, tmp_path, name: str) -> SegmentationModel:
     with warnings.catch_warnings():  # TorchScript is deprecated in torch >= 2.10
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.jit.script(module).save(str(path))
-    return load_segmentation_model(path, ModelSpec())  # passes the 32x32 probe
+    return load_segmentation_model(path, ModelSpec())  # passes the 24x40 probe
 
 
 CASES = {
     "wrong_channels": (WrongChannelsElsewhere, CheckpointError, r"returns \(1, 3, 40, 48\)"),
     "wrong_size": (WrongSizeElsewhere, CheckpointError, r"returns \(1, 5, 40, 47\)"),
     "nan": (NanElsewhere, CheckpointError, "NaN or infinite"),
-    "raises": (NeedsMultiplesOf32, InvalidInputError, "multiples of 32"),
+    "raises": (RaisesElsewhere, InvalidInputError, "multiples of 40"),
 }
 
 
@@ -83,7 +99,7 @@ CASES = {
 def test_every_call_is_checked(tmp_path, case):
     module, error, pattern = CASES[case]
     model = scripted(module(), tmp_path, case)
-    assert model(torch.zeros(1, 1, PROBE, PROBE)).shape == (1, 5, PROBE, PROBE)
+    assert model(torch.zeros(1, 1, *PROBE)).shape == (1, 5, *PROBE)
     with pytest.raises(error, match=pattern) as raised:
         model(torch.zeros(1, 1, 40, 48))
     message = str(raised.value)
@@ -103,6 +119,30 @@ def test_segmenting_a_scan_with_a_bad_model_is_one_line(tmp_path, case):
     assert "\n" not in str(raised.value)
 
 
+def test_a_larger_stride_than_the_spec_says_is_found_at_load(tmp_path):
+    """A network that needs multiples of 32, described with 8, fails at load with one line."""
+    with pytest.raises(CheckpointError, match='"input_multiple": 32') as raised:
+        scripted(NeedsMultiplesOf32(), tmp_path, "stride32")
+    assert "\n" not in str(raised.value)
+    model = load_segmentation_model(tmp_path / "stride32.pt", ModelSpec(input_multiple=32))
+    assert model.spec.input_multiple == 32
+
+
+def test_a_user_network_needs_a_spec(tmp_path):
+    scripted(nn.Conv2d(1, 5, 3, padding=1), tmp_path, "conv")
+    with pytest.raises(InvalidInputError, match="--model-spec"):
+        load_segmentation_model(tmp_path / "conv.pt")
+
+
+def test_a_3d_network_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "net3d.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(nn.Conv3d(1, 5, 3, padding=1)).save(str(path))
+    with pytest.raises(CheckpointError, match="2D slice models only"):
+        load_segmentation_model(path, ModelSpec())
+
+
 def test_a_good_user_model_and_the_unet_pass(tmp_path, tiny_unet):
     network, spec = tiny_unet
     model = scripted(nn.Conv2d(1, 5, 3, padding=1), tmp_path, "conv")
@@ -116,7 +156,7 @@ def test_a_good_user_model_and_the_unet_pass(tmp_path, tiny_unet):
 
 def test_non_finite_input_is_not_blamed_on_the_model(tmp_path):
     model = scripted(nn.Conv2d(1, 5, 3, padding=1), tmp_path, "conv")
-    image = torch.zeros(1, 1, 32, 32)
+    image = torch.zeros(1, 1, *PROBE)
     image[0, 0, 0, 0] = float("nan")
     assert torch.isnan(model(image)).any()  # the caller (a trainer) sees and reports it
 

@@ -127,6 +127,25 @@ class Normalization:
             return {"method": "dataset", "clip_hu": clip, "mean": self.mean, "std": self.std}
         return {"method": ZSCORE_METHOD, "clip_hu": clip}
 
+    def to_spec_dict(self) -> dict[str, Any]:
+        """The spec-file form: ``kind`` and the entries that kind needs."""
+        clip = list(self.clip_hu) if self.clip_hu else None
+        if self.kind == "window":
+            return {"kind": "window", "window_hu": clip, "output_range": list(self.output_range)}
+        if self.kind == "dataset":
+            return {"kind": "dataset", "clip_hu": clip, "mean": self.mean, "std": self.std}
+        return {"kind": "zscore", "clip_hu": clip}
+
+    def describe(self) -> str:
+        """A short human-readable form, for messages."""
+        clip = f"[{self.clip_hu[0]:g}, {self.clip_hu[1]:g}] HU" if self.clip_hu else "no clip"
+        if self.kind == "window":
+            low, high = self.output_range
+            return f"window {clip} -> [{low:g}, {high:g}]"
+        if self.kind == "dataset":
+            return f"dataset z-score (clip {clip}, mean {self.mean:g}, std {self.std:g})"
+        return f"per-subject z-score (clip {clip})"
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Normalization:
         """Inverse of :meth:`to_dict`; also takes ``kind`` for ``method`` (hand-written specs)."""

@@ -44,7 +44,7 @@ from .base import (
     divergence_reason,
     environment_facts,
 )
-from .checkpoint import optimizer_tensors, read_config, restore_optimizer
+from .checkpoint import optimizer_tensors, read_config, restore_optimizer, weights_sha256
 from .device import select_device
 from .events import (
     AttackProgress,
@@ -99,6 +99,10 @@ class AttackTrainer(StoppableTrainer):
         ``resume`` or ``overwrite``, a folder holding a checkpoint is refused.
     provenance
         Extra facts to record (e.g. the command line and the data).
+    init_from
+        An attacker checkpoint to start from (fine-tuning it against ``seg_model``) instead of
+        random weights; its architecture replaces ``attacker_config``. The critic starts fresh.
+        Its record of the model it was trained against is not checked: adapting it is the point.
 
     Raises
     ------
@@ -118,11 +122,27 @@ class AttackTrainer(StoppableTrainer):
         resume: bool = False,
         overwrite: bool = False,
         provenance: Mapping[str, Any] | None = None,
+        init_from: str | os.PathLike[str] | None = None,
     ) -> None:
         if not volumes:
             raise InvalidInputError("No training volumes given.")
         self.seg_model = seg_model.freeze()
         self.volumes = list(volumes)
+        self.init_weights: dict[str, torch.Tensor] | None = None
+        if init_from is not None and not resume:
+            from .attacker_io import load_attacker
+
+            initial = load_attacker(init_from)
+            attacker_config = initial.attacker.config
+            self.init_weights = {k: v.clone() for k, v in initial.attacker.state_dict().items()}
+            provenance = {
+                **(provenance or {}),
+                "init": {
+                    "from": str(init_from),
+                    "weights_sha256": weights_sha256(init_from),
+                    "trained_against": initial.config.get("target", {}).get("name"),
+                },
+            }
         self.attacker_config = attacker = attacker_config or AttackerConfig()
         self.config = cfg = config or AttackTrainingConfig()
         self.critic_config = critic = critic_config or CriticConfig(
@@ -194,6 +214,8 @@ class AttackTrainer(StoppableTrainer):
         if self.resume:
             state.update(self._restore(attacker, critic, opt_g, opt_c, device))
             state["saved_step"] = state["step"]
+        elif self.init_weights is not None:
+            attacker.load_state_dict(self.init_weights, strict=True)
         bank = SliceBank(self.volumes, seg, cfg.crop_size)
         monitor = bank.fixed(16).to(device)
         parameters = sum(p.numel() for p in attacker.parameters())

@@ -49,12 +49,17 @@ def save_attacker(
 
 
 def target_description(model: SegmentationModel) -> dict[str, Any]:
-    """What identifies f_seg: name, weights hash, spacing and labels."""
+    """What identifies f_seg: name, weights hash, and its full spec (how it was fed).
+
+    ``pixel_spacing_mm`` and ``labels`` repeat what the spec says, as version-1 records held
+    them (older readers look there).
+    """
     return {
         "name": model.name,
         "weights_sha256": model.config.get("weights_sha256"),
         "pixel_spacing_mm": list(model.spec.pixel_spacing),
         "labels": model.spec.label_map.names,
+        "spec": model.spec.to_dict(),
     }
 
 
@@ -126,6 +131,53 @@ class LoadedAttacker:
     def mode(self) -> str:
         """``"dv"``, ``"d"`` or ``"v"``."""
         return self.attacker.config.mode
+
+    def spec_differences(self, model: SegmentationModel) -> list[str]:
+        """How ``model`` is fed differently from the f_seg this attacker was trained against.
+
+        A version-1 record holds only the spacing and labels; those are compared (and nothing
+        is, for the same weights, which were fed as they were then).
+        """
+        trained = self.config.get("target", {})
+        if "spec" in trained:
+            from ..model_spec import ModelSpec
+
+            return ModelSpec.from_dict(trained["spec"]).differences(model.spec)
+        if trained.get("weights_sha256") and (
+            trained["weights_sha256"] == model.config.get("weights_sha256")
+        ):
+            return []
+        found = []
+        labels = trained.get("labels")
+        if labels and labels != model.spec.label_map.names:
+            found.append(f"labels {labels} vs {model.spec.label_map.names}")
+        spacing = trained.get("pixel_spacing_mm")
+        if spacing and tuple(float(s) for s in spacing) != tuple(model.spec.pixel_spacing):
+            found.append(f"pixel spacing {spacing} vs {list(model.spec.pixel_spacing)} mm")
+        return found
+
+    def check_target(self, model: SegmentationModel, force: bool = False) -> str | None:
+        """Check that ``model`` is fed as this attacker's f_seg was; return a warning or None.
+
+        Raises
+        ------
+        CheckpointError
+            If the model is fed differently (spacing, normalisation, labels, stride or
+            orientation), unless ``force``: the attacker's fields would mean something else.
+        """
+        differences = self.spec_differences(model)
+        if differences:
+            message = (
+                f"Attacker {self.name} was trained against a model fed differently from "
+                f"{model.name} ({'; '.join(differences)})"
+            )
+            if not force:
+                raise CheckpointError(
+                    f"{message}; train an attacker for this model (train-attack --init "
+                    f"{self.name} starts from this one), or force it."
+                )
+            return f"{message}; forced: expect its fields to fit this model poorly."
+        return self.target_mismatch(model)
 
     def target_mismatch(self, model: SegmentationModel) -> str | None:
         """A warning if ``model`` is not the f_seg this attacker was trained against."""

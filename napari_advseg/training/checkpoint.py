@@ -31,7 +31,8 @@ from ..errors import CheckpointError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 FORMAT = "napari-advseg"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 holds a model's spec under "spec" (version 1 held its entries at the top level)."""
 
 _LOCK = threading.RLock()
 """Serialises swaps, recoveries and reads within this process (a reader in the GUI thread never

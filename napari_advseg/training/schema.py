@@ -128,7 +128,14 @@ CRITIC_ARCHITECTURE = {
 
 
 def check_model_spec(checker: ConfigChecker, config: Mapping[str, Any]) -> None:
-    """Types of the label map, spacing, normalisation and padding entries of a model config."""
+    """Types of a model config's spec: its ``spec`` entry (version 2) or version 1's entries.
+
+    A version-2 spec is checked by :meth:`ModelSpec.from_dict` itself (through ``build``), whose
+    one-line errors name the key.
+    """
+    if "spec" in config:
+        checker.entry(config, "spec", "a mapping")
+        return
     label_map = checker.entry(config, "label_map", "a mapping")
     labels = checker.entry(label_map, "labels", "a list", "label_map.")
     for index, label in enumerate(labels):
@@ -187,6 +194,11 @@ def check_attacker_config(folder: str | Path, config: Mapping[str, Any]) -> Conf
     labels = checker.expect(target.get("labels"), "a list", "target.labels", optional=True)
     for index, name in enumerate(labels or []):
         checker.expect(name, "a string", f"target.labels[{index}]")
+    if target.get("spec") is not None:
+        from ..model_spec import ModelSpec
+
+        checker.expect(target["spec"], "a mapping", "target.spec")
+        checker.build("target.spec", lambda: ModelSpec.from_dict(target["spec"]))
     training = checker.expect(config.get("training", {}), "a mapping", "training")
     if "step" in training:
         checker.expect(training["step"], "a whole number", "training.step")

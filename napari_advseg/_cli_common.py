@@ -11,11 +11,13 @@ from typing import Any
 
 from .data.lazy import LazyVolumes
 from .data.samples import MAX_SUBJECTS
+from .data.splits import PAPER_SPLIT
 from .errors import InvalidInputError
 from .labels import DEFAULT_LABEL_MAP, LabelMap
-from .validation import arg_int
+from .validation import arg_float, arg_int
 
-SPLIT_CHOICES = ("train", "val", "test", "all")
+PHANTOM_SPLITS = ("train", "val", "test", "all")
+SPLIT_CHOICES = (*PHANTOM_SPLITS, "imagesTs")
 
 
 # Upper bounds of the numeric options: generous for real use, small enough that a typo is caught
@@ -44,7 +46,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | No
         help="bundled sample(s): the phantom cohort and/or the real CT case",
     )
     group.add_argument(
-        "--split", choices=SPLIT_CHOICES, default=None, help="phantom split (eval default: test)"
+        "--split",
+        choices=SPLIT_CHOICES,
+        default=None,
+        help="phantom or --dataset split (eval default: test; train-attack: train)",
     )
     group.add_argument(
         "--subjects",
@@ -69,6 +74,39 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | No
         default=None,
         help="label NIfTI file(s), one per image, in the same order",
     )
+    group.add_argument(
+        "--dataset",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=(
+            "an nnU-Net v2 or Medical Segmentation Decathlon folder (imagesTr/, labelsTr/, "
+            "dataset.json), split by subject (--fractions, --split-seed); --split imagesTs "
+            "takes its test images"
+        ),
+    )
+    group.add_argument(
+        "--label-map",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=(
+            "JSON file mapping the data's labels (values or names) to the model's organs, "
+            'e.g. {"left kidney": "kidneys", "right kidney": "kidneys", "gallbladder": '
+            '"background"}; without it labels are matched by name'
+        ),
+    )
+    group.add_argument(
+        "--fractions",
+        nargs=3,
+        type=arg_float(0, 1e6),
+        default=list(PAPER_SPLIT),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="subject split of --dataset (and of --images in train-seg): default 60 15 75",
+    )
+    group.add_argument(
+        "--split-seed", type=SEED, default=0, help="seed of the subject split of --dataset"
+    )
 
 
 def user_volumes(
@@ -91,8 +129,34 @@ def user_volumes(
 
 
 def check_data_choice(args: argparse.Namespace) -> None:
-    if bool(args.sample) == bool(args.images):
-        raise InvalidInputError("Give either --sample or --image/--labels (one of the two).")
+    given = [bool(args.sample), bool(args.images), getattr(args, "dataset", None) is not None]
+    if sum(given) != 1:
+        raise InvalidInputError(
+            "Give one of --sample, --image/--labels or --dataset (exactly one of the three)."
+        )
+    if args.split == "imagesTs" and not args.dataset:
+        raise InvalidInputError("--split imagesTs takes the test images of a --dataset folder.")
+
+
+def dataset_split(args: argparse.Namespace, split: str) -> tuple[Any, list[Any]]:
+    """The ``--dataset`` folder and its cases of ``split`` (train, val, test, all, imagesTs)."""
+    from .data.dataset_folder import read_dataset_folder, split_cases
+
+    folder = read_dataset_folder(args.dataset)
+    if split == "imagesTs":
+        if not folder.test:
+            raise InvalidInputError(f"{args.dataset}: no imagesTs/ cases to take.")
+        return folder, list(folder.test)
+    if split == "all":
+        return folder, list(folder.training)
+    cases = split_cases(folder.training, tuple(args.fractions), args.split_seed)
+    if not cases[split]:
+        raise InvalidInputError(
+            f"{args.dataset}: the {split} split is empty ({len(folder.training)} cases at "
+            f"fractions {':'.join(f'{f:g}' for f in args.fractions)}); use --split all, or "
+            "other --fractions."
+        )
+    return folder, cases[split]
 
 
 def with_progress(trainer: Any, label: str) -> Iterator[Any]:
@@ -152,10 +216,24 @@ def eval_volumes(
     They are made one at a time when used (see :class:`LazyVolumes`), so evaluating a cohort
     holds one subject at a time; ``cache_bytes`` keeps some for a second pass.
     """
+    from .data.label_remap import relabeled_volumes, remapped_file_volumes
     from .data.samples import PhantomCohort, load_real_case
 
     check_data_choice(args)
+    if args.dataset is not None:
+        from .data.dataset_folder import dataset_volumes
+
+        folder, cases = dataset_split(args, args.split or default_split)
+        return dataset_volumes(folder, cases, label_map, args.label_map, cache_bytes)
     if args.images:
+        if args.label_map is not None and args.labels:
+            if len(args.labels) != len(args.images):
+                raise InvalidInputError(
+                    "Give one --labels file per --image file, in the same order."
+                )
+            return remapped_file_volumes(
+                args.images, args.labels, label_map, args.label_map, cache_bytes
+            )
         return user_volumes(args, require_labels, cache_bytes, label_map)
     volumes = LazyVolumes([], cache_bytes)
     if "phantom" in args.sample:
@@ -163,7 +241,7 @@ def eval_volumes(
         volumes += cohort.lazy_volumes(args.split or default_split, cache_bytes)
     if "real" in args.sample:
         volumes += LazyVolumes([("abdomen_ct_ts", load_real_case)], cache_bytes)
-    return volumes
+    return relabeled_volumes(volumes, DEFAULT_LABEL_MAP, label_map, args.label_map)
 
 
 def check_training_out(out: Path, resume: bool, overwrite: bool, *resume_from: Path) -> None:

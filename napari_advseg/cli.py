@@ -18,8 +18,8 @@ from ._cli_common import (
     MAX_PATCH,
     MAX_SPACING_MM,
     MAX_STEPS,
+    PHANTOM_SPLITS,
     SEED,
-    SPLIT_CHOICES,
     add_data_arguments,
     add_model_argument,
     check_data_choice,
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"phantom: how many subjects, 3 to {MAX_SUBJECTS} (default 150)",
     )
     sample.add_argument(
-        "--split", choices=SPLIT_CHOICES, default="all", help="phantom: only this split"
+        "--split", choices=PHANTOM_SPLITS, default="all", help="phantom: only this split"
     )
     sample.add_argument("--seed", type=SEED, default=0, help="phantom cohort seed (default 0)")
     sample.set_defaults(handler=_sample_data)
@@ -221,12 +221,14 @@ def _training_data(args: argparse.Namespace) -> tuple[list[Any], list[Any], list
     from .data.splits import split_subjects
 
     check_data_choice(args)
+    if args.dataset is not None:
+        return _dataset_training_data(args)
     if args.images:
         volumes = list(user_volumes(args))
         if len(volumes) < 3:
             print("advseg: fewer than 3 subjects: training on all, no validation", file=sys.stderr)
             return volumes, [], [1.0] * len(volumes), {"images": [str(p) for p in args.images]}
-        split = split_subjects(len(volumes), args.seed)
+        split = split_subjects(len(volumes), args.seed, tuple(args.fractions))
         train = [volumes[i] for i in split["train"]]
         val = [volumes[i] for i in split["val"]]
         held_out = [str(args.images[i]) for i in split["test"]]
@@ -258,15 +260,51 @@ def _training_data(args: argparse.Namespace) -> tuple[list[Any], list[Any], list
     return train, val, weights, data
 
 
+def _dataset_training_data(
+    args: argparse.Namespace,
+) -> tuple[list[Any], list[Any], list[float], dict]:
+    """Training and validation subjects of a --dataset folder, labelled as its dataset.json says."""
+    from .data.dataset_folder import dataset_volumes, read_dataset_folder, split_cases
+
+    folder = read_dataset_folder(args.dataset)
+    label_map = dataset_label_map(args)
+    split = split_cases(folder.training, tuple(args.fractions), args.split_seed)
+    if not split["val"]:
+        print("advseg: fewer than 3 subjects: training on all, no validation", file=sys.stderr)
+    train = list(dataset_volumes(folder, split["train"], label_map, args.label_map))
+    val = list(dataset_volumes(folder, split["val"], label_map, args.label_map))
+    data = {
+        "dataset": str(args.dataset),
+        "fractions": list(args.fractions),
+        "split_seed": args.split_seed,
+        "held_out_test": [case.name for case in split["test"]],
+    }
+    return train, val, [1.0] * len(train), data
+
+
+def dataset_label_map(args: argparse.Namespace) -> Any:
+    """The organs a U-Net trained on ``args``' data segments: a dataset's own, else the paper's."""
+    from .labels import DEFAULT_LABEL_MAP, label_map_from_names
+
+    if args.dataset is None:
+        return DEFAULT_LABEL_MAP
+    from .data.dataset_folder import read_dataset_folder
+
+    labels = read_dataset_folder(args.dataset).labels
+    return label_map_from_names(
+        {str(channel): labels[value] for channel, value in enumerate(sorted(labels), start=1)}
+    )
+
+
 def _train_seg(args: argparse.Namespace) -> None:
-    from .labels import DEFAULT_LABEL_MAP
     from .nets.unet import UNetConfig
     from .training.events import TrainingFinished, ValidationCompleted
     from .training.seg_trainer import SegTrainer, SegTrainingConfig, make_spec
 
     check_training_out(args.out, args.resume, args.overwrite, args.out / "last")
     train, val, weights, data = _training_data(args)
-    architecture = UNetConfig(DEFAULT_LABEL_MAP.num_classes, args.base_channels, args.depth)
+    label_map = dataset_label_map(args)
+    architecture = UNetConfig(label_map.num_classes, args.base_channels, args.depth)
     config = SegTrainingConfig(
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
@@ -279,7 +317,7 @@ def _train_seg(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
     )
-    spec = make_spec(architecture, pixel_spacing=(args.spacing, args.spacing))
+    spec = make_spec(architecture, label_map, pixel_spacing=(args.spacing, args.spacing))
     trainer = SegTrainer(
         args.out,
         train,

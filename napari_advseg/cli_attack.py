@@ -238,8 +238,8 @@ def _training_settings(args: argparse.Namespace, xi: float) -> Any:
 
 
 def _train_volumes(args: argparse.Namespace, seg: Any) -> list[Any]:
-    if not args.sample and not args.images:
-        args.sample = ["phantom"]
+    if not args.sample and not args.images and args.dataset is None:
+        args.sample = ["phantom"]  # the user's data when given, else the phantom
     return list(
         eval_volumes(
             args, default_split="train", require_labels=False, label_map=seg.spec.label_map
@@ -279,7 +279,7 @@ def _train_attack(args: argparse.Namespace) -> None:
     check_training_out(args.out, args.resume, args.overwrite)
     if args.init is not None and args.resume:
         raise InvalidInputError("Give --init to start a new run, or --resume to continue one.")
-    if args.images:
+    if args.images or args.dataset is not None:
         eval_volumes(args, require_labels=False)  # checks the files' headers before the model
     seg = load_model(args)
     _train_one(args, seg, _train_volumes(args, seg), args.out, args.xi, args.mode)

@@ -69,6 +69,13 @@ class LazyVolumes(Sequence[Volume]):
         for position in range(len(self._items)):
             yield self[position]
 
+    def map(self, transform: Callable[[Volume], Volume]) -> LazyVolumes:
+        """The same volumes, each passed through ``transform`` when it is made."""
+        return LazyVolumes(
+            [(name, _Composed(loader, transform)) for name, loader in self._items],
+            self.cache_bytes,
+        )
+
     def __add__(self, other: LazyVolumes) -> LazyVolumes:
         return LazyVolumes(self._items + other._items, max(self.cache_bytes, other.cache_bytes))
 
@@ -79,3 +86,14 @@ class LazyVolumes(Sequence[Volume]):
         self._cache[position] = volume
         while sum(volume_bytes(v) for v in self._cache.values()) > self.cache_bytes:
             self._cache.popitem(last=False)
+
+
+class _Composed:
+    """``transform(loader())``, picklable and without late-binding surprises."""
+
+    def __init__(self, loader: Callable[[], Volume], transform: Callable[[Volume], Volume]) -> None:
+        self.loader = loader
+        self.transform = transform
+
+    def __call__(self) -> Volume:
+        return self.transform(self.loader())

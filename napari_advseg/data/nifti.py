@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -124,8 +124,13 @@ def load_volume(
     image_path: str | os.PathLike[str],
     labels_path: str | os.PathLike[str] | None = None,
     label_map: LabelMap = DEFAULT_LABEL_MAP,
+    remap: Callable[[np.ndarray, str], np.ndarray] | None = None,
+    name: str | None = None,
 ) -> Volume:
     """Load a CT image and, optionally, its label volume, checked against each other.
+
+    ``remap(values, path)`` maps the file's label values to ``label_map``'s ids before they are
+    checked (see :mod:`napari_advseg.data.label_remap`); ``name`` defaults to the file name.
 
     Raises
     ------
@@ -148,12 +153,14 @@ def load_volume(
                 f"({image_path}); the two files are not on the same grid. Resample the labels onto "
                 "the image first."
             )
+        if remap is not None:
+            labels = remap(labels, str(labels_path))
         labels = check_labels(labels, image.shape, label_map, str(labels_path))
     return Volume(
         image=image,
         spacing=grid.canonical_spacing(),
         labels=labels,
-        name=Path(image_path).name,
+        name=name or Path(image_path).name,
         grid=grid,
         label_map=label_map,
     )
@@ -164,19 +171,27 @@ def lazy_volumes(
     labels: Sequence[str | os.PathLike[str] | None] | None = None,
     label_map: LabelMap = DEFAULT_LABEL_MAP,
     cache_bytes: int = 0,
+    remap: Callable[[np.ndarray, str], np.ndarray] | None = None,
+    names: Sequence[str] | None = None,
 ) -> LazyVolumes:
     """NIfTI volumes (with optional labels) read one at a time when used.
 
     Every file's header is checked first (see :func:`open_nifti`), so a missing, mislabelled or
-    impossible file is refused before any work, not after the volumes before it.
+    impossible file is refused before any work, not after the volumes before it. ``remap`` and
+    ``names`` are passed on to :func:`load_volume` (names default to the image file names).
     """
     pairs = list(zip(images, labels or [None] * len(images), strict=True))
     for image, label in pairs:
         open_nifti(image)
         if label is not None:
             open_nifti(label)
+    names = list(names) if names is not None else [Path(image).name for image in images]
     return LazyVolumes(
-        [(Path(i).name, partial(load_volume, i, lab, label_map)) for i, lab in pairs], cache_bytes
+        [
+            (name, partial(load_volume, image, label, label_map, remap, name))
+            for name, (image, label) in zip(names, pairs, strict=True)
+        ],
+        cache_bytes,
     )
 
 

@@ -17,8 +17,10 @@ PAPER_SPLIT = (60, 15, 75)
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def split_subjects(n_subjects: int, seed: int = 0) -> dict[str, list[int]]:
-    """Split subject indices 60:15:75 (the paper's proportions) after a seeded shuffle.
+def split_subjects(
+    n_subjects: int, seed: int = 0, fractions: tuple[float, float, float] = PAPER_SPLIT
+) -> dict[str, list[int]]:
+    """Split subject indices train:val:test (the paper's 60:15:75) after a seeded shuffle.
 
     Every subject lands in exactly one split, so no slice of a test subject is ever trained on.
     Cohorts of fewer than three subjects cannot be split.
@@ -27,11 +29,25 @@ def split_subjects(n_subjects: int, seed: int = 0) -> dict[str, list[int]]:
         raise InvalidInputError(
             f"Need at least 3 subjects to split train/val/test, got {n_subjects}."
         )
-    total = sum(PAPER_SPLIT)
-    n_train = max(1, round(n_subjects * PAPER_SPLIT[0] / total))
-    n_val = max(1, round(n_subjects * PAPER_SPLIT[1] / total))
-    n_train = min(n_train, n_subjects - n_val - 1)
-    order = np.random.default_rng(seed).permutation(n_subjects).tolist()
+    return split_indices(n_subjects, fractions, seed)
+
+
+def split_indices(
+    n: int, fractions: tuple[float, float, float] = PAPER_SPLIT, seed: int = 0
+) -> dict[str, list[int]]:
+    """Indices 0..n-1 (n >= 3) in ``train``, ``val`` and ``test``, sorted, after a seeded shuffle.
+
+    A split whose fraction is above 0 gets at least one subject, and ``test`` takes what
+    ``train`` and ``val`` leave (``train`` does when the test fraction is 0).
+    """
+    parts = [float(f) for f in fractions]
+    total = sum(parts)
+    has_test = parts[2] > 0
+    n_val = 0 if parts[1] == 0 else max(1, round(n * parts[1] / total))
+    n_val = min(n_val, n - 1 - has_test)
+    n_train = max(1, round(n * parts[0] / total))
+    n_train = min(n_train, n - n_val - 1) if has_test else n - n_val
+    order = np.random.default_rng(seed).permutation(n).tolist()
     return {
         "train": sorted(order[:n_train]),
         "val": sorted(order[n_train : n_train + n_val]),

@@ -379,6 +379,8 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from ._resources import models_dir
     from .attack import attack_volume
     from .data.nifti import load_volume, open_nifti, write_nifti
@@ -395,6 +397,10 @@ def _generate(args: argparse.Namespace) -> None:
     loaded = load_attacker(args.attacker or models_dir() / DEFAULT_ATTACKER)
     check_attacker_target(loaded, seg, args)
     volume = load_volume(args.image)
+    # I_DV in the scan's own kind of values: whole HU as int16 (a zero attack then writes the
+    # scan back exactly), anything else as float32
+    whole = bool(np.all(np.abs(volume.image) <= 32767) and np.all(volume.image % 1 == 0))
+    idv_dtype = "int16" if whole else "float32"
     stem = Path(args.image).name.removesuffix(".gz").removesuffix(".nii")
     draws = (
         [("mean", 0)]
@@ -406,7 +412,7 @@ def _generate(args: argparse.Namespace) -> None:
         result = attack_volume(seg, method, volume)
         tag = "" if args.samples == 1 else f"_sample{index}"
         out = args.out
-        write_nifti(out / f"{stem}_IDV{tag}.nii.gz", result.attacked_hu, volume.grid, "int16")
+        write_nifti(out / f"{stem}_IDV{tag}.nii.gz", result.attacked_hu, volume.grid, idv_dtype)
         write_nifti(out / f"{stem}_V{tag}.nii.gz", result.intensity_hu, volume.grid, "float32")
         write_nifti(
             out / f"{stem}_Dx_mm{tag}.nii.gz", result.displacement_mm[0], volume.grid, "float32"
@@ -416,4 +422,7 @@ def _generate(args: argparse.Namespace) -> None:
         )
         write_nifti(out / f"{stem}_S0.nii.gz", result.s0, volume.grid, "uint8")
         write_nifti(out / f"{stem}_SDV{tag}.nii.gz", result.s_dv, volume.grid, "uint8")
-        print(f"{source} draw {index}: p = {result.p:.3f}; wrote {out}/{stem}_*{tag}.nii.gz")
+        print(
+            f"{source} draw {index}: p = {result.p:.3f} (normalised), p_HU = "
+            f"{result.p_hu_fov:.1f} HU; wrote {out}/{stem}_*{tag}.nii.gz"
+        )

@@ -6,8 +6,9 @@ calls (in a worker thread) and the returned arrays into layers (on the main thre
 What does not depend on the latents is computed once per slice and cached (a bounded number of
 slices): the encoder's features and posterior, f_seg's answer S0 on I0 (on f_seg's grid and on
 the source grid), the reference and the Dice of S0. Moving a latent slider then only decodes,
-warps, segments I_DV and brings I_DV, D, V and S_DV back to the source grid, in one resampling
-call. A lock serialises the calls, so a worker thread and the main thread may share a session.
+warps, segments I_DV, brings D, V and S_DV back to the source grid and applies D and V to the
+scan there (at its own resolution, so a zero attack returns the scan itself). A lock serialises
+the calls, so a worker thread and the main thread may share a session.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import numpy as np
 import torch
 
 from .class_map import class_map
-from .data.resample import resize_images
 from .data.volume import Volume
 from .errors import InvalidInputError
-from .evaluation.attack_eval import attack_success, dice_decrease, warp_labels
+from .evaluation.attack_eval import attack_success, dice_decrease, warp_labels, warp_on_source
 from .evaluation.metrics import dice_per_label
 from .inference import labels_to_model_grid, to_model_grid
 from .nets.attacker import Encoding
@@ -61,13 +61,18 @@ def fast_copy(seg_model: SegmentationModel) -> SegmentationModel:
 
 @dataclass
 class SliceMetrics:
-    """Per organ: Dice of S0 and S_DV against the reference and the warped reference; p."""
+    """Per organ: Dice of S0 and S_DV against the reference and the warped reference; p.
+
+    ``p`` is mean |I_DV - I0| in normalised units on f_seg's grid, ``p_hu_fov`` the same in
+    Hounsfield units over the slice on the scan's own grid.
+    """
 
     reference: str
     dice_s0: dict[str, float | None]
     dice_dv: dict[str, float | None]
     dice_dv_warped: dict[str, float | None]
     p: float
+    p_hu_fov: float
 
     def decrease(self, warped: bool = True) -> dict[str, float | None]:
         """Relative Dice decrease (%) per organ; ``None`` where S0's Dice is 0 or undefined."""
@@ -142,8 +147,6 @@ class ExplorerSession:
                 f"The attacker needs slices padded to {stride} pixels but f_seg pads to "
                 f"{seg_model.spec.input_multiple}; use an attacker trained for this model."
             )
-        spacing_y, spacing_x = seg_model.spec.pixel_spacing
-        self._millimetres = torch.tensor([spacing_x, spacing_y]).view(1, 2, 1, 1)
 
     @property
     def num_slices(self) -> int:
@@ -187,8 +190,8 @@ class ExplorerSession:
         return cached
 
     def _labels_on_source(self, probabilities: torch.Tensor) -> np.ndarray:
-        """Argmax of padded (1, C, H', W') probabilities resampled to the source grid."""
-        source = resize_images(self.slices.crop(probabilities).cpu(), self.slices.source_shape)
+        """Argmax of padded (1, C, H', W') probabilities brought back to the source grid."""
+        source = self.slices.to_source(probabilities.cpu())
         return class_map(source)[0].numpy().astype(np.uint8)
 
     def encoding(self, index: int) -> Encoding:
@@ -250,8 +253,9 @@ class ExplorerSession:
         Equal (up to float rounding) to attacking the slice with :meth:`Attacker.decode` and
         bringing the batch back with :func:`napari_advseg.attack.to_source_grid` (the fields
         switched off are zero), but a field switched off is not decoded, a zero D does not warp,
-        S0 comes from the cache, the maps go back to the source grid in one resampling call, and
-        the networks run in the channels-last layout (about a quarter faster on CPU).
+        S0 comes from the cache, and the networks run in the channels-last layout (about a
+        quarter faster on CPU). I_DV in HU is the scan's slice warped by D at its own resolution
+        plus V in HU: with D = 0 and V = 0 it is the scan's slice, voxel for voxel.
         """
         with self._lock:
             cached = self._slice(index)
@@ -260,33 +264,74 @@ class ExplorerSession:
             image = cached.image
             attacked = (warp(image, displacement) if moved else image) + intensity
             probabilities = torch.softmax(self._seg(attacked).float(), dim=1)
-            crop = self.slices.crop
-            maps = crop(torch.cat([attacked, displacement, intensity, probabilities], 1)).cpu()
-            s_dv_model = class_map(maps[:, 4:])
-            reference = cached.reference
-            if moved:
-                num_classes = self.seg_model.spec.label_map.num_classes
-                warped_reference = warp_labels(reference, maps[:, 1:3], num_classes)
-            else:
-                warped_reference = reference  # warping by zero is the identity
-            label_map = self.seg_model.spec.label_map
-            s_dv, ref = s_dv_model.numpy(), reference.numpy()
-            metrics = SliceMetrics(
-                "ground truth" if self.truth is not None else "S0",
-                cached.dice_s0,
-                dice_per_label(s_dv, ref, label_map),
-                dice_per_label(s_dv, warped_reference.numpy(), label_map),
-                float((maps[:, 0] - crop(image).cpu()[:, 0]).abs().mean()),
+            attacked_hu, displacement_mm, intensity_hu, s_dv = self._on_source(
+                index, displacement, intensity, probabilities
             )
-            maps[:, 1:3] *= self._millimetres
-            source = resize_images(maps, self.slices.source_shape)[0]
-            stats = self.slices.stats
+            p_hu_fov = float(np.abs(attacked_hu - self.volume.image[index]).mean(dtype=np.float64))
+            metrics = self._metrics(
+                cached, image, attacked, displacement, probabilities, moved, p_hu_fov
+            )
             return SliceAttack(
                 index=index,
-                attacked_hu=stats.denormalize(source[0].numpy()),
-                displacement_mm=source[1:3].numpy(),
-                intensity_hu=source[3].numpy() * stats.std,
+                attacked_hu=attacked_hu,
+                displacement_mm=displacement_mm,
+                intensity_hu=intensity_hu,
                 s0=cached.s0_source,
-                s_dv=class_map(source[None, 4:])[0].numpy().astype(np.uint8),
+                s_dv=s_dv,
                 metrics=metrics,
             )
+
+    def _metrics(
+        self,
+        cached: _SliceCache,
+        image: torch.Tensor,
+        attacked: torch.Tensor,
+        displacement: torch.Tensor,
+        probabilities: torch.Tensor,
+        moved: bool,
+        p_hu_fov: float,
+    ) -> SliceMetrics:
+        """Dice and p on f_seg's grid, padding cropped off, with ``p_hu_fov`` as given."""
+        crop = self.slices.crop
+        s_dv = class_map(crop(probabilities)).cpu().numpy()
+        reference = cached.reference
+        if moved:
+            num_classes = self.seg_model.spec.label_map.num_classes
+            warped_reference = warp_labels(reference, crop(displacement).cpu(), num_classes)
+        else:
+            warped_reference = reference  # warping by zero is the identity
+        label_map = self.seg_model.spec.label_map
+        return SliceMetrics(
+            "ground truth" if self.truth is not None else "S0",
+            cached.dice_s0,
+            dice_per_label(s_dv, reference.numpy(), label_map),
+            dice_per_label(s_dv, warped_reference.numpy(), label_map),
+            p=float((crop(attacked) - crop(image)).abs().mean()),
+            p_hu_fov=p_hu_fov,
+        )
+
+    def _on_source(
+        self,
+        index: int,
+        displacement: torch.Tensor,
+        intensity: torch.Tensor,
+        probabilities: torch.Tensor,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """I_DV (HU), D (mm), V (HU) and S_DV of slice ``index`` on the source grid.
+
+        D, V and the probabilities go back to the source grid (the model's layout undone); D and
+        V are then applied to the scan's slice there.
+        """
+        grid = self.slices
+        displacement_mm = grid.displacement_to_source_mm(displacement.cpu())
+        maps = grid.to_source(torch.cat([intensity, probabilities], 1).cpu())
+        intensity_hu = maps[:, 0] * grid.stats.std
+        image_hu = torch.from_numpy(np.asarray(self.volume.image[index : index + 1], np.float32))
+        spacing = (self.volume.spacing[1], self.volume.spacing[2])
+        attacked_hu = warp_on_source(image_hu, displacement_mm, spacing) + intensity_hu
+        return (
+            attacked_hu[0].numpy(),
+            displacement_mm[0].numpy(),
+            intensity_hu[0].numpy(),
+            class_map(maps[:, 1:])[0].numpy().astype(np.uint8),
+        )

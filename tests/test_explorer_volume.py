@@ -24,7 +24,7 @@ def attack(index: int) -> SliceAttack:
     shape = (16, 20)
     s_dv = np.zeros(shape, np.uint8)
     s_dv[4:8, 4:8] = 3
-    metrics = SliceMetrics("S0", {}, {}, {}, 0.1)
+    metrics = SliceMetrics("S0", {}, {}, {}, 0.1, 5.0)
     displacement = np.stack([np.full(shape, 3.0), np.full(shape, 4.0)]).astype(np.float32)
     return SliceAttack(
         index,

@@ -1,4 +1,4 @@
-"""The explorer's metrics table: Dice of S0 and S_DV per organ, the drop, success and p."""
+"""The explorer's metrics table: Dice of S0 and S_DV per organ, the drop, success, p and p_HU."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ from ..explorer import SliceAttack
 
 
 def metrics_html(result: SliceAttack) -> str:
-    """A small table: Dice of S0 and S_DV per organ, the decrease, success at 30 %, and p."""
+    """A small table: Dice of S0 and S_DV per organ, the decrease, success at 30 %, p and p_HU.
+
+    p is mean |I_DV - I0| in f_seg's normalised units on its grid; p_HU the same in Hounsfield
+    units over the slice's field of view on the scan's grid (comparable across models whatever
+    their normalisation).
+    """
     metrics = result.metrics
     decrease = metrics.decrease()
     success = metrics.success()
@@ -23,7 +28,7 @@ def metrics_html(result: SliceAttack) -> str:
         f"<b>Slice {result.index}</b>, reference: {metrics.reference} (S_DV against the "
         "reference moved by D)<table><tr><th>organ</th><th>S0</th><th>S_DV</th><th>drop</th></tr>"
         + "".join(rows)
-        + f"</table>p = {metrics.p:.3f}"
+        + f"</table>p = {metrics.p:.3f} (normalised), p_HU = {metrics.p_hu_fov:.1f} HU"
     )
 
 

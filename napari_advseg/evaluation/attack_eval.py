@@ -1,8 +1,10 @@
 """Evaluating an attack on volumes (section 4): Dice before and after, the 30 % rule, p.
 
 Everything is measured on f_seg's grid (normalised slices at its pixel spacing; padding cropped
-off). The reference is the ground truth when a volume has labels, else S0 (f_seg's own answer on
-I0). Dice of S_DV is reported against two references, labelled as such:
+off), except ``p_hu_fov``: mean |I_DV - I0| in Hounsfield units over the scan's own slices, with
+D and V applied to the scan at its own resolution (:func:`batch_on_source`). The reference is the
+ground truth when a volume has labels, else S0 (f_seg's own answer on I0). Dice of S_DV is
+reported against two references, labelled as such:
 
 - ``original``: the reference itself, as in the paper's Table 1;
 - ``warped``: the reference moved by D (soft warp of its one-hot map, then argmax), the
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,48 @@ def attack_slices(
         )
 
 
+def unpadded(grid: ModelGridSlices) -> ModelGridSlices:
+    """``grid`` for maps already cropped to the unpadded slice (those of a :class:`SliceBatch`)."""
+    return replace(grid, crop=Crop(slice(None), slice(None)))
+
+
+def warp_on_source(
+    image_hu: torch.Tensor, displacement_mm: torch.Tensor, spacing: tuple[float, float]
+) -> torch.Tensor:
+    """Move (N, H, W) slices by a (N, 2, H, W) field in mm (channel 0 along x), on their grid.
+
+    ``spacing`` is the slices' (rows, columns) pixel size in mm. A slice whose field is exactly
+    zero is returned as it is, not interpolated.
+    """
+    moving = displacement_mm.flatten(1).ne(0).any(dim=1)
+    if not bool(moving.any()):
+        return image_hu
+    spacing_y, spacing_x = spacing
+    scale = torch.tensor([spacing_x, spacing_y], dtype=displacement_mm.dtype)
+    pixels = displacement_mm[moving] / scale.to(displacement_mm.device).view(1, 2, 1, 1)
+    moved = image_hu.clone()
+    moved[moving] = warp(image_hu[moving][:, None], pixels.to(image_hu.dtype))[:, 0]
+    return moved
+
+
+def batch_on_source(
+    batch: SliceBatch, grid: ModelGridSlices, image_hu: torch.Tensor, spacing: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """I_DV (HU), D (mm) and V (HU) of a batch on the source grid, with D and V applied there.
+
+    ``image_hu`` holds the batch's (N, H, W) source slices in HU, canonical layout, and
+    ``spacing`` their (rows, columns) pixel size in mm. D and V are resampled to the source grid
+    (the model's layout undone), D converted to source pixels and V to HU (V * std), and
+    ``I_DV = warp(I0, D) + V`` there: nothing is clipped, and a zero attack gives I0 exactly.
+    Returns (N, H, W), (N, 2, H, W) and (N, H, W) tensors.
+    """
+    whole = unpadded(grid)
+    displacement_mm = whole.displacement_to_source_mm(batch.displacement)
+    intensity_hu = whole.to_source(batch.intensity)[:, 0] * grid.stats.std
+    attacked_hu = warp_on_source(image_hu, displacement_mm, spacing) + intensity_hu
+    return attacked_hu, displacement_mm, intensity_hu
+
+
 def warp_labels(labels: torch.Tensor, displacement: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Move a label map with D: bilinear warp of its one-hot map, then argmax."""
     one_hot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).float()
@@ -101,13 +145,17 @@ def attack_success(decrease: dict[str, float | None]) -> dict[str, bool | None]:
 
 @dataclass
 class SubjectResult:
-    """One subject: 3D Dice per organ and the attack's per-slice measures averaged."""
+    """One subject: 3D Dice per organ and the attack's per-slice measures averaged.
+
+    ``p`` is in normalised units on f_seg's grid; ``p_hu_fov`` in HU over the scan's own slices.
+    """
 
     subject: str
     dice_s0: dict[str, float | None]
     dice_dv: dict[str, float | None]
     dice_dv_warped: dict[str, float | None]
     p: float
+    p_hu_fov: float
     max_displacement: float
     folding: float
     ssim: float
@@ -143,6 +191,7 @@ class AttackReport:
             "success": attack_success(drop),
             "success_warped": attack_success(drop_warped),
             "p": float(np.mean([s.p for s in self.subjects])),
+            "p_hu_fov": float(np.mean([s.p_hu_fov for s in self.subjects])),
             "max_displacement": float(np.max([s.max_displacement for s in self.subjects])),
             "folding": float(np.mean([s.folding for s in self.subjects])),
             "ssim": float(np.mean([s.ssim for s in self.subjects])),
@@ -180,12 +229,17 @@ def evaluate_attack(
         grid = to_model_grid(volume, spec)
         truth = labels_to_model_grid(volume, spec) if has_truth else None
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("ref", "ref_w", "s0", "dv")}
-        per_slice: dict[str, list[torch.Tensor]] = {k: [] for k in ("p", "max_d", "fold", "ssim")}
+        keys = ("p", "p_hu", "max_d", "fold", "ssim")
+        per_slice: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        spacing = (volume.spacing[1], volume.spacing[2])
         start = 0
         tick = time.perf_counter()
         for batch in attack_slices(seg_model, method, grid, batch_size):
             count = batch.image.shape[0]
             reference = truth[start : start + count] if truth is not None else batch.s0
+            image_hu = torch.from_numpy(np.asarray(volume.image[start : start + count], np.float32))
+            attacked_hu, _, _ = batch_on_source(batch, grid, image_hu, spacing)
+            per_slice["p_hu"].append(perceptibility(attacked_hu, image_hu))
             start += count
             parts["ref"].append(reference)
             parts["ref_w"].append(
@@ -209,6 +263,7 @@ def evaluate_attack(
                 dice_dv=dice_per_label(dv, ref, spec.label_map),
                 dice_dv_warped=dice_per_label(dv, ref_w, spec.label_map),
                 p=float(values["p"].mean()),
+                p_hu_fov=float(values["p_hu"].double().mean()),
                 max_displacement=float(values["max_d"].max()),
                 folding=float(values["fold"].mean()),
                 ssim=float(values["ssim"].mean()),

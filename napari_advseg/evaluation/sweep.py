@@ -25,7 +25,15 @@ def baseline_rows(report: AttackReport) -> list[dict[str, Any]]:
     s0 = report.summary()["dice_s0"]
     line = {o: None if v is None else v * (1 - SUCCESS_DECREASE / 100) for o, v in s0.items()}
     return [
-        {"label": "U-Net", "xi": None, "mode": None, "dice": s0, "dice_warped": s0, "p": None},
+        {
+            "label": "U-Net",
+            "xi": None,
+            "mode": None,
+            "dice": s0,
+            "dice_warped": s0,
+            "p": None,
+            "p_hu_fov": None,
+        },
         {
             "label": f"U-Net {SUCCESS_DECREASE:g}% decrease",
             "xi": None,
@@ -33,6 +41,7 @@ def baseline_rows(report: AttackReport) -> list[dict[str, Any]]:
             "dice": line,
             "dice_warped": line,
             "p": None,
+            "p_hu_fov": None,
         },
     ]
 
@@ -47,6 +56,7 @@ def attack_row(label: str, xi: float | None, mode: str, report: AttackReport) ->
         "dice": summary["dice"],
         "dice_warped": summary["dice_warped"],
         "p": summary["p"],
+        "p_hu_fov": summary["p_hu_fov"],
         "decrease": summary["decrease"],
         "decrease_warped": summary["decrease_warped"],
         "success_warped": summary["success_warped"],
@@ -115,13 +125,14 @@ def _pct(value: float | None) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], organs: Sequence[str], key: str = "dice") -> str:
-    """Table 1's layout: Dice (%) per organ and p, one line per row."""
-    header = "| | " + " | ".join(o.capitalize() for o in organs) + " | p |"
-    lines = [header, "|---" * (len(organs) + 2) + "|"]
+    """Table 1's layout: Dice (%) per organ, p (normalised units) and p in HU over the FOV."""
+    header = "| | " + " | ".join(o.capitalize() for o in organs) + " | p | p (HU) |"
+    lines = [header, "|---" * (len(organs) + 3) + "|"]
     for row in rows:
         p = "-" if row["p"] is None else f"{row['p']:.3f}"
+        p_hu = "-" if row.get("p_hu_fov") is None else f"{row['p_hu_fov']:.1f}"
         cells = " | ".join(_pct(row[key][o]) for o in organs)
-        lines.append(f"| {row['label']} | {cells} | {p} |")
+        lines.append(f"| {row['label']} | {cells} | {p} | {p_hu} |")
     return "\n".join(lines)
 
 
@@ -143,7 +154,9 @@ def write_outputs(
     table = out / "table.csv"
     with table.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["label", "xi", "mode", *organs, *(f"{o}_warped" for o in organs), "p"])
+        writer.writerow(
+            ["label", "xi", "mode", *organs, *(f"{o}_warped" for o in organs), "p", "p_hu_fov"]
+        )
         for row in rows:
             writer.writerow(
                 [
@@ -153,6 +166,7 @@ def write_outputs(
                     *(row["dice"][o] for o in organs),
                     *(row["dice_warped"][o] for o in organs),
                     row["p"],
+                    row.get("p_hu_fov"),
                 ]
             )
     written.append(table)

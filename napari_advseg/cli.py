@@ -367,10 +367,12 @@ def _eval_seg(args: argparse.Namespace) -> None:
         del volume, prediction
     summary = mean_dice([row["dice"] for row in rows], names)
     print(f"model: {args.model or default_model_path()}  ({len(rows)} subjects)")
+    print(f"fed as: {model.spec.describe()}")
     print(_table(rows, summary, names))
     if args.json:
         result = {
             "model": str(args.model or default_model_path()),
+            "spec": model.spec.to_dict(),
             "dice": summary,
             "subjects": rows,
             "convention": "3D Dice per subject, mean over subjects where defined",

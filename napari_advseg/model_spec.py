@@ -162,6 +162,16 @@ class ModelSpec:
             min_size=check_integer(config["min_size"], "min_size"),
         )
 
+    def describe(self) -> str:
+        """One line: how the model is fed (for logs and the command line)."""
+        organs = ", ".join(self.label_map.names[:6])
+        if len(self.label_map) > 6:
+            organs += f", ... ({len(self.label_map)} organs)"
+        return (
+            f"{organs}; {_mm(self.pixel_spacing)} pixels; {self.normalization.describe()}; "
+            f"padded to multiples of {self.input_multiple}; {self.orientation} slices"
+        )
+
     def differences(self, other: ModelSpec) -> list[str]:
         """What differs between this spec and ``other``, one short phrase each."""
         found = []

@@ -371,3 +371,66 @@ def test_controls_and_state_follow_each_other(explorer, tmp_path):
     state.seg_model = "/somewhere/unet"
     assert widget.export_dir.text() == str(tmp_path / "other") and widget.use_d.isChecked()
     assert widget.temperature.value() == 0.5 and widget.seg_path.text() == "/somewhere/unet"
+
+
+def test_an_attacker_of_a_model_fed_otherwise_is_refused_unless_forced(
+    make_napari_viewer, qtbot, tmp_path, tiny_unet, errors, monkeypatch
+):
+    import dataclasses
+
+    import torch
+
+    from napari_advseg.nets.attacker import Attacker, AttackerConfig
+    from napari_advseg.segmentation import SegmentationModel, save_unet
+    from napari_advseg.training.attack_trainer import AttackTrainingConfig
+    from napari_advseg.training.attacker_io import save_attacker
+
+    from .conftest import blob_volume
+
+    warnings = []
+    monkeypatch.setattr(explorer_widget, "show_warning", warnings.append)
+    monkeypatch.setattr(REGISTRY, "attackers", [])
+    monkeypatch.setattr(REGISTRY, "segmentation", [])
+    network, spec = tiny_unet
+    torch.manual_seed(0)
+    tiny = AttackerConfig(3, 2, base_channels=4, depth=3, output_stride=2)
+    attacker = save_attacker(
+        tmp_path / "att",
+        Attacker(tiny),
+        SegmentationModel(network, spec, "tiny", {"weights_sha256": "abc"}),
+        AttackTrainingConfig(xi=1.5),
+        {"step": 1},
+    )
+    fine = save_unet(
+        tmp_path / "fine", network, dataclasses.replace(spec, pixel_spacing=(1.5, 1.5))
+    )
+    viewer = make_napari_viewer()
+    volume = blob_volume(shape=(3, 40, 48))
+    viewer.add_image(volume.image, name="ct", scale=volume.spacing)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-advseg", "Adversarial explorer")
+    widget.image_box.setCurrentText("ct")
+    widget.seg_path.setText(str(fine))
+    widget.attacker_path.setText(str(attacker))
+    editor = widget.spec_editor
+    assert editor.spec().pixel_spacing == (1.5, 1.5) and editor.given() is None  # its own spec
+
+    assert widget.start() is not None
+    wait_idle(qtbot, widget)
+    message = errors[-1]
+    assert widget.session is None and message.startswith("Loading models failed: Attacker att")
+    assert "pixel spacing 3x3 mm vs 1.5x1.5 mm" in message and "tick Use anyway" in message
+    assert widget.status.text() == message and "\n" not in message
+
+    editor.spacing_rows.setText("3")  # an edit that contradicts the checkpoint
+    widget.force_box.setChecked(True)
+    widget.start()
+    wait_idle(qtbot, widget)
+    assert widget.session is None and "carries its own model spec" in errors[-1]
+    assert widget.status.text() == errors[-1] and "\n" not in errors[-1]
+
+    editor.use_box.setChecked(False)  # the checkpoint's spec again, forced
+    start(qtbot, widget)
+    assert widget.session is not None and widget.session.seg_model.spec.pixel_spacing == (1.5, 1.5)
+    assert len(warnings) == 1 and "forced" in warnings[0]
+    assert len(errors) == 2
+    widget.unload()

@@ -1,9 +1,11 @@
 """The training dock widget: a worker that trains, stops within a step, and keeps a checkpoint;
 a themed loss plot drawn off the GUI thread; finished checkpoints offered to the explorer."""
 
+import dataclasses
 import json
 import threading
 
+import nibabel as nib
 import numpy as np
 import pytest
 from matplotlib.colors import to_hex
@@ -12,7 +14,12 @@ from napari.utils.theme import get_theme
 from napari_advseg._napari.loss_figure import ATTACKER_LAYOUT, UNET_LAYOUT
 from napari_advseg._napari.loss_plot import _hex, theme_colors
 from napari_advseg._napari.model_registry import REGISTRY
+from napari_advseg._napari.training_run import AttackRequest, SegRequest, build_trainer
 from napari_advseg._napari.training_widget import KINDS, TrainingWidget
+from napari_advseg._resources import models_dir
+from napari_advseg.data.dataset_folder import read_dataset_folder, split_cases
+from napari_advseg.labels import DEFAULT_LABEL_MAP
+from napari_advseg.model_spec import save_spec_file
 from napari_advseg.training.attack_trainer import AttackTrainer
 from napari_advseg.training.events import TrainingFinished
 from napari_advseg.training.seg_trainer import SegTrainer
@@ -298,3 +305,164 @@ def test_bad_inputs_become_notifications(open_widget, qtbot, tmp_path, notes):
     assert len(messages) == 2 and "no label volume" in messages[0]
     assert "not a 3D grey-level" in messages[1]
     assert widget.worker is None
+
+
+DATASET_LABELS = {"background": 0, "liver": 1, "spleen": 2, "pancreas": 3, "kidney": 4}
+"""A dataset numbering its organs otherwise than the model (1 pancreas, 2 kidneys, 3 liver,
+4 spleen), and naming one in the singular."""
+
+
+def nnunet_dataset(root, cases=("case_a", "case_b", "case_c", "case_d")):
+    """A tiny nnU-Net v2 raw dataset: imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz."""
+    for folder in ("imagesTr", "labelsTr"):
+        (root / folder).mkdir(parents=True)
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    for seed, case in enumerate(cases):
+        volume = blob_volume(shape=(3, 40, 40), seed=seed)
+        image = np.transpose(volume.image, (2, 1, 0)).astype(np.int16)  # (x, y, z) in the file
+        labels = np.transpose(volume.labels, (2, 1, 0)).astype(np.uint8)  # 1..4 as DATASET_LABELS
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"{case}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(labels, affine), root / "labelsTr" / f"{case}.nii.gz")
+    meta = {
+        "name": "tiny",
+        "channel_names": {"0": "CT"},
+        "labels": DATASET_LABELS,
+        "numTraining": len(cases),
+        "file_ending": ".nii.gz",
+    }
+    (root / "dataset.json").write_text(json.dumps(meta))
+    return root
+
+
+def add_scan(viewer, widget, name, labels=True, seed=1):
+    volume = blob_volume(shape=(3, 40, 40), seed=seed)
+    viewer.add_image(volume.image, name=name, scale=volume.spacing)
+    widget.image_box.setCurrentText(name)
+    widget.labels_box.setCurrentText("")
+    if labels:
+        viewer.add_labels(volume.labels, name=f"{name} labels", scale=volume.spacing)
+        widget.labels_box.setCurrentText(f"{name} labels")
+    widget.add_scan()
+    return volume
+
+
+def test_an_attacker_from_several_layers(open_widget, trained_seg_dir, notes):
+    viewer, widget = open_widget(slices=3)
+    widget.kind.setCurrentText(KINDS[1])
+    widget.seg_path.setCurrentText(str(trained_seg_dir))
+    widget.image_box.setCurrentText("ct")
+    widget.labels_box.setCurrentText("ct labels")
+    widget.add_scan()
+    second = add_scan(viewer, widget, "ct2", labels=False)
+    assert widget.listed_scans() == [("ct", "ct labels"), ("ct2", "")]
+    request = widget.request()
+    assert isinstance(request, AttackRequest) and request.dataset is None
+    assert [scan.name for scan in request.scans] == ["ct", "ct2"]
+    assert request.scans[0].labels is not None and request.scans[1].labels is None
+    np.testing.assert_array_equal(request.scans[1].image.image, second.image)
+    trainer = build_trainer(request).trainer
+    assert [volume.name for volume in trainer.volumes] == ["ct", "ct2"]
+    assert trainer.volumes[0].label_map == trainer.seg_model.spec.label_map
+
+    shipped = models_dir() / "attacker_dv_xi2"
+    widget.init_from.setText(str(shipped))  # train-attack --init: the attacker's architecture
+    trainer = widget.make_trainer()
+    assert trainer.init_weights is not None and "starting from attacker_dv_xi2" in widget.split_note
+    widget.resume.setChecked(True)
+    widget.start()  # a new run from an attacker, or Resume: not both
+    assert len(notes["error"]) == 1 and "Start from attacker" in notes["error"][0]
+    assert widget.worker is None
+
+    viewer.layers.remove("ct2")  # a removed layer leaves the list
+    assert widget.listed_scans() == [("ct", "ct labels")]
+    viewer.layers.remove("ct labels")
+    assert widget.listed_scans() == [("ct", "")]
+
+
+def test_a_unet_on_three_layers_validates_on_a_whole_scan(open_widget, tmp_path):
+    viewer, widget = open_widget(slices=3)
+    widget.kind.setCurrentText(KINDS[0])
+    for seed, name in enumerate(("a", "b", "c")):
+        add_scan(viewer, widget, name, seed=seed)
+    request = widget.request()
+    assert isinstance(request, SegRequest) and len(request.scans) == 3
+    ready = build_trainer(request)
+    trainer = ready.trainer
+    assert len(trainer.train_volumes) == 1 and len(trainer.val_volumes) == 1
+    names = {v.name for v in trainer.train_volumes} | {v.name for v in trainer.val_volumes}
+    assert names < {"a", "b", "c"}  # whole scans, one kept out for testing
+    assert "1 test scans kept out" in ready.note
+    add_scan(viewer, widget, "no labels", labels=False)
+    with pytest.raises(Exception, match="no labels: no label volume"):
+        widget.request()
+
+
+def test_an_attacker_and_a_unet_from_a_dataset_folder(open_widget, tmp_path, trained_seg_dir):
+    root = nnunet_dataset(tmp_path / "Dataset042_Tiny")
+    _, widget = open_widget(slices=3)
+    widget.kind.setCurrentText(KINDS[1])
+    widget.seg_path.setCurrentText(str(trained_seg_dir))
+    widget.dataset.setText(str(root))
+    request = widget.request()
+    assert isinstance(request, AttackRequest)
+    assert request.dataset == root and request.scans == ()  # read in the worker, not here
+    split = {
+        key: [case.name for case in cases]
+        for key, cases in split_cases(read_dataset_folder(root).training).items()
+    }
+    assert [len(split[key]) for key in ("train", "val", "test")] == [2, 1, 1]
+    ready = build_trainer(request)
+    volumes = ready.trainer.volumes
+    assert [v.name for v in volumes] == split["train"]  # the training split only
+    assert "2 training cases of tiny" in ready.note
+    source = blob_volume(shape=(3, 40, 40), seed="abcd".index(volumes[0].name[-1]))
+    model = DEFAULT_LABEL_MAP
+    for value, name in ((1, "liver"), (2, "spleen"), (3, "pancreas"), (4, "kidneys")):
+        channel = model.by_name(name).id  # the dataset's value -> the model's channel
+        assert np.count_nonzero(volumes[0].labels == channel) == np.count_nonzero(
+            source.labels == value
+        )
+
+    widget.kind.setCurrentText(KINDS[0])
+    request = widget.request()
+    assert isinstance(request, SegRequest) and request.dataset == root and request.spec is None
+    ready = build_trainer(request)
+    trainer = ready.trainer
+    assert trainer.spec.label_map.names == ["liver", "spleen", "pancreas", "kidney"]
+    assert [v.name for v in trainer.train_volumes] == split["train"]
+    assert [v.name for v in trainer.val_volumes] == split["val"]  # a whole case validates
+    assert "1 cases kept out for testing" in ready.note
+
+    widget.dataset.setText(str(tmp_path / "nowhere"))
+    with pytest.raises(Exception, match="no such dataset folder"):
+        widget.request()
+
+
+def test_the_spec_reaches_the_request_and_a_contradiction_is_one_line(
+    open_widget, qtbot, tmp_path, trained_seg_dir, notes
+):
+    _, widget = open_widget()
+    widget.kind.setCurrentText(KINDS[1])
+    editor = widget.spec_editor
+    widget.seg_path.setCurrentText(str(trained_seg_dir))
+    shown = editor.spec()  # the checkpoint's own spec, shown and not given
+    assert editor.given() is None and widget.request().spec is None
+    widget.seg_path.setCurrentText(str(tmp_path / "model.pt"))
+    finer = dataclasses.replace(shown, pixel_spacing=(1.5, 1.5))
+    editor.file.setText(str(save_spec_file(tmp_path / "spec.json", finer)))
+    request = widget.request()
+    assert request.spec == finer and request.seg_path == tmp_path / "model.pt"
+
+    widget.seg_path.setCurrentText(str(trained_seg_dir))
+    assert editor.given() == finer  # what the user gave stays until Use this spec is unticked
+    editor.use_box.setChecked(False)
+    assert editor.spec() == shown and editor.given() is None
+    editor.spacing_rows.setText("1.5")  # an edit that contradicts the checkpoint
+    widget.steps.setValue(1)
+    widget.start()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60000)
+    assert len(notes["error"]) == 1
+    message = notes["error"][0]
+    assert "carries its own model spec" in message and "pixel spacing" in message
+    assert widget.status.text() == message and "\n" not in message
+    assert widget.trainer is None

@@ -21,6 +21,7 @@ from ..data.volume import Volume
 from ..errors import AdvsegError
 from ..explorer import ExplorerSession
 from ..explorer_volume import AttackedVolume, ExportPlan, SlicePlanes, slice_planes, write_export
+from ..model_spec import ModelSpec
 from ..segmentation import load_segmentation_model
 from ..training.attacker_io import load_attacker
 from ..training.device import select_device
@@ -84,12 +85,22 @@ def guarded(steps: Iterator[Any]) -> Generator[Any, None, Any]:
 
 
 def load_session(
-    volume: Volume, seg_path: Path | None, attacker_folder: Path, index: int
+    volume: Volume,
+    seg_path: Path | None,
+    attacker_folder: Path,
+    index: int,
+    spec: ModelSpec | None = None,
+    force: bool = False,
 ) -> Generator[str, None, Loaded]:
-    """Load the models, prepare the slices and encode slice ``index`` (4 steps)."""
+    """Load the models, prepare the slices and encode slice ``index`` (4 steps).
+
+    ``spec``: how the model is fed (see ``load_segmentation_model``). An attacker of a model fed
+    otherwise is refused with a ``CheckpointError`` unless ``force``.
+    """
     attacker = load_attacker(attacker_folder)
     yield "attacker loaded"
-    seg = load_segmentation_model(seg_path)
+    seg = load_segmentation_model(seg_path, spec)
+    warning = attacker.check_target(seg, force=force)
     device = select_device("auto")
     seg.to(device)
     attacker.attacker.to(device)
@@ -98,7 +109,7 @@ def load_session(
     yield "slices prepared"
     z_d, z_v = session.posterior_mean(min(max(index, 0), session.num_slices - 1))
     yield "slice encoded"
-    return Loaded(session, z_d, z_v, attacker.target_mismatch(seg))
+    return Loaded(session, z_d, z_v, warning)
 
 
 def attack_all_slices(

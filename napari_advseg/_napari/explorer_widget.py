@@ -7,6 +7,10 @@ progress bar in the activity dock and *Cancel*, one at a time; the attack of the
 for the sliders' latents runs in a latest-wins worker (while one runs, only the newest slider
 values wait). The main thread only copies the returned planes into the layers
 (:class:`~napari_advseg._napari.explorer_layers.ExplorerLayers`). Errors become notifications.
+
+The *Model spec* editor beside the model field shows the checkpoint's own spec, or says how a
+TorchScript or ``.pt2`` model is fed. An attacker trained against a model fed otherwise is
+refused (one line in the status) unless *Use anyway* is ticked.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from .explorer_text import metrics_html
 from .layer_choice import LayerChoice
 from .layer_data import GRID_KEY
 from .model_registry import REGISTRY
+from .spec_editor import SpecEditor, widget_words
 
 if TYPE_CHECKING:
     import napari
@@ -133,11 +138,17 @@ class ExplorerWidget(QWidget):
         self.seg_path: QLineEdit = self.seg_box.lineEdit()
         self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint folder / TorchScript file")
         self.seg_box.setToolTip("Models trained in this session are listed here")
+        self.spec_editor = SpecEditor()
         self.attacker_box = QComboBox()
         for folder in sorted(models_dir().glob("attacker_*")):
             self.attacker_box.addItem(folder.name, str(folder))
         self.attacker_path = QLineEdit()
         self.attacker_path.setPlaceholderText("or an attacker checkpoint folder")
+        self.force_box = QCheckBox("Use anyway")
+        self.force_box.setToolTip(
+            "Explore an attacker trained against a model fed otherwise (other spacing, "
+            "normalisation, labels or orientation); its fields will fit this model poorly"
+        )
         self.start_button = QPushButton("Start exploring")
         self.unload_button = QPushButton("Unload")
         self.unload_button.setToolTip("Free the models (and their GPU memory)")
@@ -176,8 +187,10 @@ class ExplorerWidget(QWidget):
         form.addRow("CT image", self.image_box)
         form.addRow("Labels (optional)", self.labels_box)
         form.addRow("Segmentation model", self.seg_box)
+        form.addRow("Model spec", self.spec_editor)
         form.addRow("Attacker", self.attacker_box)
         form.addRow("", self.attacker_path)
+        form.addRow("", self.force_box)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(row(self.start_button, self.unload_button, self.cancel_button))
@@ -202,6 +215,7 @@ class ExplorerWidget(QWidget):
         self.image_box.currentTextChanged.connect(self._set_field("image_layer"))
         self.labels_box.currentTextChanged.connect(self._set_field("labels_layer"))
         self.seg_path.textChanged.connect(self._set_field("seg_model"))
+        self.seg_path.textChanged.connect(self.spec_editor.show_model)
         self.attacker_path.textChanged.connect(self._set_field("attacker_path"))
         self.attacker_box.currentIndexChanged.connect(self._attacker_chosen)
         self.temperature.valueChanged.connect(self._set_field("temperature"))
@@ -253,6 +267,7 @@ class ExplorerWidget(QWidget):
         self.attacker_box.setCurrentIndex(max(index, 0))
         self._attacker_chosen()
         state.current_slice = self.current_slice()
+        self.spec_editor.show_model(self.seg_path.text())
 
     def _set_field(self, name: str) -> FieldSetter:
         return FieldSetter(self.state, name)
@@ -295,7 +310,8 @@ class ExplorerWidget(QWidget):
         self.grid_button.setEnabled(loaded)
         self.cancel_button.setEnabled(busy)
         inputs = (self.start_button, self.image_box, self.labels_box, self.seg_box)
-        for widget in (*inputs, self.attacker_box, self.attacker_path):
+        models = (self.spec_editor, self.attacker_box, self.attacker_path, self.force_box)
+        for widget in (*inputs, *models):
             widget.setEnabled(not busy)
 
     def is_idle(self) -> bool:
@@ -375,14 +391,18 @@ class ExplorerWidget(QWidget):
             attacker = state.attacker_folder()
             if attacker is None:
                 raise AdvsegError("Choose an attacker, or give an attacker checkpoint folder.")
+            spec = self.spec_editor.given()
             check_memory(attacked_volume_bytes(volume), f"Exploring {volume.name}")
         except AdvsegError as error:
-            self._error(str(error))
+            self._error(widget_words(str(error)))
             return None
         self._loading_source, self._loading_volume = source, volume
+        force = self.force_box.isChecked()
         worker = create_worker(
             guarded,
-            load_session(volume, state.seg_model_path(), attacker, state.current_slice),
+            load_session(
+                volume, state.seg_model_path(), attacker, state.current_slice, spec, force
+            ),
             _start_thread=False,
             _progress={"total": LOAD_STEPS, "desc": "Loading the explorer's models"},
             _ignore_errors=True,
@@ -539,7 +559,8 @@ class ExplorerWidget(QWidget):
         QThreadPool.globalInstance().waitForDone(wait_ms)
 
     def _job_failed(self, error: Exception) -> None:
-        self._error(f"{self.state.job.capitalize()} failed: {describe(error)}")
+        message = widget_words(describe(error)).replace("or force it", "or tick Use anyway")
+        self._error(f"{self.state.job.capitalize()} failed: {message}")
 
     def _job_aborted(self) -> None:
         job = self.state.job

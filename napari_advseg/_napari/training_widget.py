@@ -6,10 +6,13 @@ worker then loads the model, builds the trainer (which refuses a folder holding 
 unless Resume or Overwrite is ticked) and runs it, yielding each event to the GUI thread. There
 each event costs microseconds: losses go into the plot's arrays, the progress bar (napari's
 activity dock) follows every :data:`~napari_advseg._napari.loss_plot.REDRAW_MS`, and the plot
-is drawn in a background thread. Stop asks the trainer to end after the current step; it then
-saves its last checkpoint and finishes normally. A finished checkpoint joins the session's
-:data:`~napari_advseg._napari.model_registry.REGISTRY`, so the explorer (and the "Model to
-attack" field) offer it at once.
+is drawn in a background thread. The scans are the CT image and labels layers chosen (several,
+with *Add scan*) or a dataset folder (nnU-Net v2 or Decathlon), read in the worker. The *Model
+spec* editor says how the model to attack is fed (a TorchScript or ``.pt2`` file needs one; a
+checkpoint carries its own), or, for a U-Net, how the new one is fed. Stop asks the trainer to
+end after the current step; it then saves its last checkpoint and finishes normally. A finished
+checkpoint joins the session's :data:`~napari_advseg._napari.model_registry.REGISTRY`, so the
+explorer (and the "Model to attack" field) offer it at once.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from napari.layers import Labels
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QThreadPool, QTimer
+from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -30,13 +35,16 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from ..errors import AdvsegError
+from ..data.volume import Volume
+from ..errors import AdvsegError, InvalidInputError
 from ..nets.attacker import AttackerConfig
 from ..training.attack_trainer import AttackTrainer, AttackTrainingConfig
 from ..training.device import DEVICE_CHOICES, select_device
@@ -52,8 +60,10 @@ from .layer_choice import LayerChoice
 from .loss_figure import ATTACKER_LAYOUT, UNET_LAYOUT
 from .loss_plot import REDRAW_MS, LossPlot
 from .model_registry import REGISTRY
+from .spec_editor import PathField, SpecEditor, widget_words
 from .training_run import (
     AttackRequest,
+    LayerScan,
     SegRequest,
     TrainerReady,
     TrainingFailed,
@@ -80,7 +90,7 @@ def widget_message(error: BaseException | str) -> str:
         message = f"{type(error).__name__}: {error}"
     for flag, box in _FLAGS.items():
         message = message.replace(flag, box)
-    return message
+    return widget_words(message)
 
 
 def _weight_box(value: float) -> QDoubleSpinBox:
@@ -92,8 +102,12 @@ def _weight_box(value: float) -> QDoubleSpinBox:
     return box
 
 
+def _scan_text(image: str, labels: str) -> str:
+    return f"{image} + {labels}" if labels else f"{image} (no labels)"
+
+
 class TrainingWidget(QWidget):
-    """Train f_seg on the image and labels layers, or an attacker on the image layer."""
+    """Train f_seg on labelled scans, or an attacker on scans: layers or a dataset folder."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
@@ -112,6 +126,20 @@ class TrainingWidget(QWidget):
         self.choice = LayerChoice(viewer)
         self.image_box = self.choice.image_box
         self.labels_box = self.choice.labels_box
+        self.scan_list = QListWidget()
+        self.scan_list.setMaximumHeight(80)
+        self.scan_list.setToolTip(
+            "Train on these scans; with none listed, on the CT image and labels chosen above."
+        )
+        self.add_scan_button = QPushButton("Add scan")
+        self.add_scan_button.setToolTip("List the CT image and labels chosen above")
+        self.remove_scan_button = QPushButton("Remove")
+        self.remove_scan_button.setToolTip("Take the selected scan off the list")
+        self.dataset = PathField("or a dataset folder (nnU-Net v2 / Decathlon)", folder=True)
+        self.dataset.setToolTip(
+            "A folder with imagesTr, labelsTr and dataset.json; it replaces the layers. An "
+            "attacker trains on its training split, a U-Net validates on whole cases."
+        )
         self.steps = QSpinBox()
         self.steps.setRange(1, 1_000_000)
         self.steps.setValue(500)
@@ -144,6 +172,15 @@ class TrainingWidget(QWidget):
             "Empty: the shipped U-Net. Or a checkpoint folder or TorchScript file; U-Nets "
             "trained in this session are listed."
         )
+        self.spec_editor = SpecEditor()
+        self.spec_editor.setToolTip(
+            "How the model to attack is fed (a TorchScript or .pt2 file needs it; a checkpoint "
+            "carries its own). For a U-Net, ticked: how the new U-Net is fed."
+        )
+        self.init_from = PathField("optional: an attacker checkpoint folder", folder=True)
+        self.init_from.setToolTip(
+            "Start from this attacker's weights (fine-tune it against the model to attack)"
+        )
         self.device = QComboBox()
         self.device.addItems(list(DEVICE_CHOICES))
         self.out = QLineEdit(str(Path.home() / "advseg_runs" / "model"))
@@ -171,6 +208,12 @@ class TrainingWidget(QWidget):
         form.addRow("Train", self.kind)
         form.addRow("CT image", self.image_box)
         form.addRow("Labels (U-Net)", self.labels_box)
+        scan_buttons = QHBoxLayout()
+        scan_buttons.addWidget(self.add_scan_button)
+        scan_buttons.addWidget(self.remove_scan_button)
+        form.addRow("Scans", scan_buttons)
+        form.addRow("", self.scan_list)
+        form.addRow("Dataset folder", self.dataset)
         form.addRow("Steps", self.steps)
         form.addRow("Batch size", self.batch)
         form.addRow("xi (attacker)", self.xi)
@@ -180,6 +223,8 @@ class TrainingWidget(QWidget):
         form.addRow("z_D dimensions", self.latent_d)
         form.addRow("z_V dimensions", self.latent_v)
         form.addRow("Model to attack", self.seg_path)
+        form.addRow("Model spec", self.spec_editor)
+        form.addRow("Start from attacker", self.init_from)
         form.addRow("Device", self.device)
         form.addRow("Checkpoint folder", self.out)
         form.addRow("If it holds one", existing)
@@ -195,6 +240,10 @@ class TrainingWidget(QWidget):
             self.kind,
             self.image_box,
             self.labels_box,
+            self.scan_list,
+            self.add_scan_button,
+            self.remove_scan_button,
+            self.dataset,
             self.steps,
             self.batch,
             self.xi,
@@ -204,6 +253,8 @@ class TrainingWidget(QWidget):
             self.latent_d,
             self.latent_v,
             self.seg_path,
+            self.spec_editor,
+            self.init_from,
             self.device,
             self.out,
             self.resume,
@@ -212,6 +263,11 @@ class TrainingWidget(QWidget):
         ]
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
+        self.add_scan_button.clicked.connect(self.add_scan)
+        self.remove_scan_button.clicked.connect(self.remove_scan)
+        viewer.layers.events.removed.connect(self._layer_removed)
+        self.seg_path.currentTextChanged.connect(self.spec_editor.show_model)
+        self.spec_editor.show_model(self.seg_path.currentText())
         REGISTRY.events.changed.connect(self.refresh_models)
         self.refresh_models()
         self._set_running(False)
@@ -233,15 +289,97 @@ class TrainingWidget(QWidget):
             control.setEnabled(not running)
         self.stop_button.setEnabled(running)
 
+    # -- scans ----------------------------------------------------------------------------
+    def add_scan(self) -> None:
+        """List the CT image and labels chosen in the boxes (again: its labels are replaced)."""
+        image, labels = self.image_box.currentText(), self.labels_box.currentText()
+        if not image:
+            show_error("Open a CT volume first (File > Open, or File > Open Sample).")
+            return
+        for row in range(self.scan_list.count()):
+            if self.scan_list.item(row).data(Qt.ItemDataRole.UserRole)[0] == image:
+                self.scan_list.takeItem(row)
+                break
+        item = QListWidgetItem(_scan_text(image, labels))
+        item.setData(Qt.ItemDataRole.UserRole, (image, labels))
+        self.scan_list.addItem(item)
+
+    def remove_scan(self) -> None:
+        """Take the selected scan off the list."""
+        row = self.scan_list.currentRow()
+        if row >= 0:
+            self.scan_list.takeItem(row)
+
+    def listed_scans(self) -> list[tuple[str, str]]:
+        """The listed (image layer, labels layer) names; "" for no labels."""
+        items = (self.scan_list.item(row) for row in range(self.scan_list.count()))
+        return [tuple(item.data(Qt.ItemDataRole.UserRole)) for item in items]
+
+    def _layer_removed(self, event: Any) -> None:
+        """A listed layer was removed: drop its scan from the list (or its labels)."""
+        name = event.value.name
+        for row in reversed(range(self.scan_list.count())):
+            item = self.scan_list.item(row)
+            image, labels = item.data(Qt.ItemDataRole.UserRole)
+            if image == name:
+                self.scan_list.takeItem(row)
+            elif labels == name:
+                item.setData(Qt.ItemDataRole.UserRole, (image, ""))
+                item.setText(_scan_text(image, ""))
+
+    def _labels_array(self, name: str, image: Volume) -> np.ndarray:
+        if name not in self.viewer.layers:
+            raise InvalidInputError(f"There is no layer {name!r} any more; choose another.")
+        layer = self.viewer.layers[name]
+        if not isinstance(layer, Labels):
+            raise InvalidInputError(f"Layer {name!r} is not a labels layer; choose one.")
+        labels = np.asarray(layer.data)
+        if labels.shape != image.image.shape:
+            raise InvalidInputError(
+                f"Labels {name!r} {labels.shape} do not match image {image.name!r} "
+                f"{image.image.shape}; choose matching layers or none."
+            )
+        return labels
+
+    def layer_scans(self, need_labels: bool) -> tuple[LayerScan, ...]:
+        """The listed scans (else the boxes' choice) read from their layers (raises on bad input).
+
+        Label values are checked in the worker, against the labels of the model.
+        """
+        pairs = self.listed_scans() or [
+            (self.image_box.currentText(), self.labels_box.currentText())
+        ]
+        scans = []
+        for image_name, labels_name in pairs:
+            image = self.choice.volume(image_name, "")
+            if need_labels and not labels_name:
+                raise InvalidInputError(
+                    f"{image.name}: no label volume; choose its labels layer to train a U-Net."
+                )
+            labels = self._labels_array(labels_name, image) if labels_name else None
+            scans.append(LayerScan(image, labels))
+        return tuple(scans)
+
+    def _dataset(self) -> Path | None:
+        folder = self.dataset.path()
+        if folder is not None and not folder.is_dir():
+            raise InvalidInputError(f"{folder}: no such dataset folder.")
+        return folder
+
     def request(self) -> TrainingRequest:
-        """The current settings and layers, read on the GUI thread (raises on bad input)."""
-        volume = self.choice.volume()
+        """The current settings and layers, read on the GUI thread (raises on bad input).
+
+        A dataset folder is only named here; the worker reads it.
+        """
         out = Path(self.out.text()).expanduser()
         device = self.device.currentText()
         steps = self.steps.value()
         existing = {"resume": self.resume.isChecked(), "overwrite": self.overwrite.isChecked()}
-        if self.kind.currentText() == KINDS[0]:
-            volume.require_labels()
+        unet = self.kind.currentText() == KINDS[0]
+        dataset = self._dataset()
+        scans = () if dataset is not None else self.layer_scans(need_labels=unet)
+        spec = self.spec_editor.given()
+        if unet:
             epochs = max(1, min(10, steps // 50))  # validate (and keep the best) up to 10 times
             config = SegTrainingConfig(
                 epochs=epochs,
@@ -249,7 +387,7 @@ class TrainingWidget(QWidget):
                 batch_size=self.batch.value(),
                 device=device,
             )
-            return SegRequest(volume, out, config, **existing)
+            return SegRequest(scans, out, config, **existing, dataset=dataset, spec=spec)
         config = AttackTrainingConfig(
             xi=self.xi.value(),
             lambda_d=self.lambda_d.value(),
@@ -263,7 +401,22 @@ class TrainingWidget(QWidget):
         )
         seg_path = self.seg_path.currentText().strip()
         seg = Path(seg_path).expanduser() if seg_path else None
-        return AttackRequest(volume, out, config, attacker, seg, **existing)
+        init_from = self.init_from.path()
+        if init_from is not None and existing["resume"]:
+            raise InvalidInputError(
+                "Start from attacker begins a new run; leave it empty to Resume this one."
+            )
+        return AttackRequest(
+            scans,
+            out,
+            config,
+            attacker,
+            seg,
+            **existing,
+            dataset=dataset,
+            spec=spec,
+            init_from=init_from,
+        )
 
     def make_trainer(self) -> SegTrainer | AttackTrainer:
         """The backend trainer for the current settings, built here (raises on bad input)."""
@@ -332,8 +485,9 @@ class TrainingWidget(QWidget):
             return
         if isinstance(event, TrainingFailed):
             what = "Training failed" if event.started else "Could not start training"
-            show_error(f"{what}: {widget_message(event.message)}")
-            self.status.setText(f"{what}.")
+            message = f"{what}: {widget_message(event.message)}"
+            show_error(message)
+            self.status.setText(message)
             return
         self.last_event = event
         if isinstance(event, TrainingStarted):

@@ -284,24 +284,31 @@ def load_torchscript(path: str | os.PathLike[str], spec: ModelSpec) -> Segmentat
 
 def load_exported(path: str | os.PathLike[str], spec: ModelSpec) -> SegmentationModel:
     """Load a user's ``torch.export`` program (``.pt2``) without unpickling anything."""
-    from .nets.exported_program import load_exported_program
+    from .nets.exported_program import (
+        describe_input_constraints,
+        load_exported_program,
+        static_input_shape,
+    )
 
     path = Path(path)
     network = load_exported_program(path)
-    return _checked_user_model(path, network, spec, "segmentation/torch-export")
+    refuse_3d(path, network)
+    try:
+        return _checked_user_model(path, network, spec, "segmentation/torch-export")
+    except CheckpointError as error:
+        constraints = describe_input_constraints(path)
+        if constraints is None:
+            raise
+        if static_input_shape(network) is not None:  # the probe's size was never going to fit
+            raise CheckpointError(f"{path}: {constraints.rstrip('.')}.") from error
+        raise CheckpointError(f"{str(error).rstrip('.')} (the program {constraints}).") from error
 
 
 def _checked_user_model(
     path: Path, network: nn.Module, spec: ModelSpec, kind: str
 ) -> SegmentationModel:
     """Wrap a user's network, refuse a 3D one, and probe it at sizes that test its spec."""
-    tensors = [*network.parameters(), *network.buffers()]
-    if any(tensor.ndim == 5 for tensor in tensors):
-        raise CheckpointError(
-            f"{path}: a 3D network (it holds 5D convolution weights); napari-advseg attacks 2D "
-            "slice models only: export one that maps (B, 1, H, W) slices to (B, C + 1, H, W) "
-            "logits."
-        )
+    refuse_3d(path, network)
     config = {
         "kind": kind,
         "path": str(path),
@@ -310,6 +317,17 @@ def _checked_user_model(
     model = SegmentationModel(network, spec, path.stem, config, check_outputs=True).freeze()
     probe_model(model, path)
     return model
+
+
+def refuse_3d(path: Path, network: nn.Module) -> None:
+    """Refuse a network with 5D (3D convolution) weights in one line."""
+    tensors = [*network.parameters(), *network.buffers()]
+    if any(tensor.ndim == 5 for tensor in tensors):
+        raise CheckpointError(
+            f"{path}: a 3D network (it holds 5D convolution weights); napari-advseg attacks 2D "
+            "slice models only: export one that maps (B, 1, H, W) slices to (B, C + 1, H, W) "
+            "logits."
+        )
 
 
 MAX_PROBE_MULTIPLE = 128
@@ -410,7 +428,9 @@ def load_segmentation_model(
                 "pixel spacing, normalisation, input multiple and orientation; see the README, "
                 "'Your own model and data'."
             )
-        if path.suffix == ".pt2":
+        from .nets.exported_program import is_exported_program
+
+        if path.suffix == ".pt2" or is_exported_program(path):
             return load_exported(path, spec)
         return load_torchscript(path, spec)
     raise CheckpointError(

@@ -25,6 +25,7 @@ from ..model_spec import ModelSpec
 from ..segmentation import load_segmentation_model
 from ..training.attacker_io import load_attacker
 from ..training.device import select_device
+from .layer_scan import LayerScan
 
 LOAD_STEPS = 4
 """Yields of :func:`load_session` (its progress bar's total)."""
@@ -85,7 +86,7 @@ def guarded(steps: Iterator[Any]) -> Generator[Any, None, Any]:
 
 
 def load_session(
-    volume: Volume,
+    scan: LayerScan | Volume,
     seg_path: Path | None,
     attacker_folder: Path,
     index: int,
@@ -95,12 +96,14 @@ def load_session(
     """Load the models, prepare the slices and encode slice ``index`` (4 steps).
 
     ``spec``: how the model is fed (see ``load_segmentation_model``). An attacker of a model fed
-    otherwise is refused with a ``CheckpointError`` unless ``force``.
+    otherwise is refused with a ``CheckpointError`` unless ``force``. A :class:`LayerScan`'s
+    labels are read as the model's organs once the model is loaded.
     """
     attacker = load_attacker(attacker_folder)
     yield "attacker loaded"
     seg = load_segmentation_model(seg_path, spec)
     warning = attacker.check_target(seg, force=force)
+    volume = scan.volume(seg.spec.label_map) if isinstance(scan, LayerScan) else scan
     device = select_device("auto")
     seg.to(device)
     attacker.attacker.to(device)

@@ -387,7 +387,8 @@ class ExplorerWidget(QWidget):
         state = self.state
         try:
             source = self.choice.image_layer(state.image_layer)
-            volume = self.choice.volume(state.image_layer, state.labels_layer)
+            scan = self.choice.scan(state.image_layer, state.labels_layer)
+            volume = scan.image
             attacker = state.attacker_folder()
             if attacker is None:
                 raise AdvsegError("Choose an attacker, or give an attacker checkpoint folder.")
@@ -400,9 +401,7 @@ class ExplorerWidget(QWidget):
         force = self.force_box.isChecked()
         worker = create_worker(
             guarded,
-            load_session(
-                volume, state.seg_model_path(), attacker, state.current_slice, spec, force
-            ),
+            load_session(scan, state.seg_model_path(), attacker, state.current_slice, spec, force),
             _start_thread=False,
             _progress={"total": LOAD_STEPS, "desc": "Loading the explorer's models"},
             _ignore_errors=True,
@@ -422,7 +421,7 @@ class ExplorerWidget(QWidget):
         if loaded.warning:
             show_warning(loaded.warning)
         self._build_sliders()
-        attacked = AttackedVolume(self._loading_volume)
+        attacked = AttackedVolume(loaded.session.volume)
         label_map = loaded.session.seg_model.spec.label_map
         self._staging = self.output.build_steps(self.source, attacked, label_map)
         self._latents_at_start = (loaded.z_d, loaded.z_v)

@@ -11,6 +11,8 @@ from qtpy.QtWidgets import QComboBox
 
 from ..data.volume import Volume
 from ..errors import AdvsegError
+from ..labels import DEFAULT_LABEL_MAP
+from .layer_scan import LayerScan
 
 if TYPE_CHECKING:
     import napari
@@ -62,10 +64,11 @@ class LayerChoice:
             )
         return layer
 
-    def volume(self, image_name: str | None = None, labels_name: str | None = None) -> Volume:
-        """The chosen (or named) layers as a :class:`Volume` (spacing from the image's scale).
+    def scan(self, image_name: str | None = None, labels_name: str | None = None) -> LayerScan:
+        """The chosen (or named) layers, spacing from the image's scale, labels not yet checked.
 
-        ``labels_name`` "" means no labels; ``None`` takes the choices of the combo boxes.
+        ``labels_name`` "" means no labels; ``None`` takes the choices of the combo boxes. The
+        label values are checked against a model's labels by :meth:`LayerScan.volume`.
         """
         image = self.image_layer(image_name)
         labels = None
@@ -74,6 +77,8 @@ class LayerChoice:
             if labels_name not in self.viewer.layers:
                 raise AdvsegError(f"There is no layer {labels_name!r} any more; choose another.")
             labels_layer = self.viewer.layers[labels_name]
+            if not isinstance(labels_layer, Labels):
+                raise AdvsegError(f"Layer {labels_name!r} is not a labels layer; choose one.")
             labels = np.asarray(labels_layer.data)
             if labels.shape != image.data.shape:
                 raise AdvsegError(
@@ -81,4 +86,8 @@ class LayerChoice:
                     f"{image.name!r} {image.data.shape}; choose matching layers or none."
                 )
         spacing = tuple(float(s) for s in image.scale[-3:])
-        return Volume(np.asarray(image.data), spacing, labels, name=image.name)
+        return LayerScan(Volume(np.asarray(image.data), spacing, name=image.name), labels)
+
+    def volume(self, image_name: str | None = None, labels_name: str | None = None) -> Volume:
+        """The chosen (or named) layers as a :class:`Volume` labelled in the paper's organs."""
+        return self.scan(image_name, labels_name).volume(DEFAULT_LABEL_MAP)

@@ -17,8 +17,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from ..data.dataset_folder import DatasetFolder, dataset_volumes, read_dataset_folder, split_cases
 from ..data.splits import hold_out_slab, split_subjects
 from ..data.volume import Volume
@@ -31,30 +29,10 @@ from ..segmentation import load_segmentation_model
 from ..training.attack_trainer import AttackTrainer, AttackTrainingConfig
 from ..training.events import TrainingEvent
 from ..training.seg_trainer import SegTrainer, SegTrainingConfig, make_spec
+from .layer_scan import LayerScan
 
 MIN_SUBJECT_SPLIT = 3
 """From this many scans on, a U-Net validates on whole scans (subjects), not on a slab."""
-
-
-@dataclass(frozen=True, eq=False)
-class LayerScan:
-    """An image layer read into a volume (without labels) and its labels layer's array or None.
-
-    The label values are checked when :meth:`volume` is given the model's labels.
-    """
-
-    image: Volume
-    labels: np.ndarray | None = None
-
-    @property
-    def name(self) -> str:
-        """The image layer's name."""
-        return self.image.name
-
-    def volume(self, label_map: LabelMap) -> Volume:
-        """The scan with its labels read as ``label_map``'s channels (raises on unknown values)."""
-        image = self.image
-        return Volume(image.image, image.spacing, self.labels, image.name, image.grid, label_map)
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,8 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from napari.layers import Labels
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
@@ -43,7 +41,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..data.volume import Volume
 from ..errors import AdvsegError, InvalidInputError
 from ..nets.attacker import AttackerConfig
 from ..training.attack_trainer import AttackTrainer, AttackTrainingConfig
@@ -327,20 +324,6 @@ class TrainingWidget(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, (image, ""))
                 item.setText(_scan_text(image, ""))
 
-    def _labels_array(self, name: str, image: Volume) -> np.ndarray:
-        if name not in self.viewer.layers:
-            raise InvalidInputError(f"There is no layer {name!r} any more; choose another.")
-        layer = self.viewer.layers[name]
-        if not isinstance(layer, Labels):
-            raise InvalidInputError(f"Layer {name!r} is not a labels layer; choose one.")
-        labels = np.asarray(layer.data)
-        if labels.shape != image.image.shape:
-            raise InvalidInputError(
-                f"Labels {name!r} {labels.shape} do not match image {image.name!r} "
-                f"{image.image.shape}; choose matching layers or none."
-            )
-        return labels
-
     def layer_scans(self, need_labels: bool) -> tuple[LayerScan, ...]:
         """The listed scans (else the boxes' choice) read from their layers (raises on bad input).
 
@@ -351,13 +334,12 @@ class TrainingWidget(QWidget):
         ]
         scans = []
         for image_name, labels_name in pairs:
-            image = self.choice.volume(image_name, "")
-            if need_labels and not labels_name:
+            scan = self.choice.scan(image_name, labels_name)
+            if need_labels and scan.labels is None:
                 raise InvalidInputError(
-                    f"{image.name}: no label volume; choose its labels layer to train a U-Net."
+                    f"{scan.name}: no label volume; choose its labels layer to train a U-Net."
                 )
-            labels = self._labels_array(labels_name, image) if labels_name else None
-            scans.append(LayerScan(image, labels))
+            scans.append(scan)
         return tuple(scans)
 
     def _dataset(self) -> Path | None:

@@ -375,9 +375,10 @@ def probe_model(model: SegmentationModel, path: Path) -> None:
 
 
 def _probe(model: SegmentationModel, rows: int, cols: int) -> AdvsegError | None:
+    """Run a batch of two slices (inference feeds batches, so a fixed batch of one fails)."""
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 1, rows, cols))
+            model(torch.zeros(2, 1, rows, cols))
     except (InvalidInputError, CheckpointError) as error:
         return error
     return None

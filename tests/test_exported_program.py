@@ -438,13 +438,22 @@ def test_through_the_model_loader(programs, tmp_path, capsys):
     from napari_advseg.segmentation import load_segmentation_model
 
     spec = ModelSpec(label_map_from_names({"1": "liver", "2": "spleen"}), min_size=16)  # 3 outputs
-    model = load_segmentation_model(programs["dynamic"], spec)
+    free = {"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
+    program = torch.export.export(
+        programs["net"], (torch.randn(2, 1, 32, 32),), dynamic_shapes=free
+    )
+    torch.export.save(program, tmp_path / "free.pt2")
+    model = load_segmentation_model(tmp_path / "free.pt2", spec)
     assert model.config["kind"] == "segmentation/torch-export" and model.check_outputs
     with pytest.raises(CheckpointError, match="1x1x32x32 inputs only") as caught:
         load_segmentation_model(programs["static"], spec)
     assert "\n" not in str(caught.value) and "dynamic_shapes" in str(caught.value)
     with pytest.raises(CheckpointError, match="2D slice models only"):
         load_segmentation_model(programs["net3d"], spec)
+    # dynamic H and W but a fixed batch of one: inference feeds batches, so it is refused at load
+    with pytest.raises(CheckpointError, match="dynamic_shapes for the batch, H, W") as caught:
+        load_segmentation_model(programs["dynamic"], spec)
+    assert "\n" not in str(caught.value)
     # a pickled payload through the command line: one line, exit 2, nothing unpickled
     marker = tmp_path / "marker"
     bad = _rewrite(

@@ -149,8 +149,9 @@ def load_exported_program(path: Path) -> torch.nn.Module:
     """Load a ``torch.export`` program as a CPU module, after :func:`inspect_exported_program`.
 
     The graph runs exactly as exported: export it from a model in eval mode (a program that runs
-    batch norm or dropout in training mode is refused), and with dynamic H and W, e.g.
-    ``dynamic_shapes={"x": {2: Dim.AUTO, 3: Dim.AUTO}}`` (a program exported with static shapes
+    batch norm or dropout in training mode is refused), and with a dynamic batch, H and W, from
+    an example of 2 slices, e.g. ``dynamic_shapes={"x": {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}``
+    (a program exported with static shapes
     loads, but raises on any other input size; :func:`describe_input_constraints` says which).
     The saved input guards are not executed (they are Python source); the input ranges still are.
     ``train()`` and ``eval()`` only set the flag (``torch.export`` modules otherwise raise).
@@ -755,12 +756,14 @@ def _describe_shape(shape: Any, name: str, ranges: dict[Any, Any], guards: list[
         for size, label in pairs
         if not isinstance(size, int)
     ]
-    if any(isinstance(size, int) for size, _ in pairs[2:]):
-        hint = ", ".join(f"{index}: Dim.AUTO" for index in range(2, len(shape)))
+    free = [0, *range(2, len(shape))]  # the batch and the spatial dimensions
+    if any(isinstance(shape[index], int) for index in free):
+        hint = ", ".join(f"{index}: Dim.AUTO" for index in free)
         where = f"inputs ({' and '.join(notes)})" if notes else "inputs only"
+        dims = ", ".join(["the batch", *labels[2:]])
         return (
-            f"exported for {text} {where}; re-export with dynamic_shapes for "
-            f"{' and '.join(labels[2:])}, e.g. torch.export.export(model, ({name},), "
+            f"exported for {text} {where}; re-export with dynamic_shapes for {dims}, from an "
+            f"example batch of 2 slices, e.g. torch.export.export(model, ({name},), "
             f"dynamic_shapes={{'{name}': {{{hint}}}}})"
         )
     description = f"takes {text} inputs" + (f" with {' and '.join(notes)}" if notes else "")

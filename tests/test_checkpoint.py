@@ -145,5 +145,5 @@ def test_torchscript_model(tmp_path, tiny_unet):
 def test_torchscript_with_wrong_outputs_is_refused(tmp_path):
     path = tmp_path / "binary.pt"
     script(torch.nn.Conv2d(1, 2, 3, padding=1), path)
-    with pytest.raises(CheckpointError, match=r"expected \(1, 5, "):
+    with pytest.raises(CheckpointError, match=r"expected \(2, 5, "):
         load_torchscript(path, ModelSpec())

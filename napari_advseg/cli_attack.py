@@ -379,11 +379,9 @@ def _sweep(args: argparse.Namespace) -> None:
 
 
 def _generate(args: argparse.Namespace) -> None:
-    import numpy as np
-
     from ._resources import models_dir
     from .attack import attack_volume
-    from .data.nifti import load_volume, open_nifti, write_nifti
+    from .data.nifti import hu_dtype, load_volume, open_nifti, write_nifti
     from .evaluation.attacks import LearnedAttack
     from .training.attacker_io import load_attacker
 
@@ -397,10 +395,7 @@ def _generate(args: argparse.Namespace) -> None:
     loaded = load_attacker(args.attacker or models_dir() / DEFAULT_ATTACKER)
     check_attacker_target(loaded, seg, args)
     volume = load_volume(args.image)
-    # I_DV in the scan's own kind of values: whole HU as int16 (a zero attack then writes the
-    # scan back exactly), anything else as float32
-    whole = bool(np.all(np.abs(volume.image) <= 32767) and np.all(volume.image % 1 == 0))
-    idv_dtype = "int16" if whole else "float32"
+    idv_dtype = hu_dtype(volume.image)  # a zero attack writes the scan back exactly
     stem = Path(args.image).name.removesuffix(".gz").removesuffix(".nii")
     draws = (
         [("mean", 0)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.nifti import write_nifti
+from .data.nifti import hu_dtype, write_nifti
 from .data.volume import SourceGrid, Volume
 from .errors import InvalidInputError
 from .explorer import SliceAttack
@@ -25,7 +25,7 @@ PLANE_KEYS = ("I_DV", "V", "|D|", "S0", "S_DV", "changed")
 """The per-slice planes, one per layer, in the order they are written."""
 
 EXPORTS = {
-    "IDV": np.int16,
+    "IDV": np.float32,  # at most: int16 for a scan of whole HU (AttackedVolume.hu_dtype)
     "V_HU": np.float32,
     "Dx_mm": np.float32,
     "Dy_mm": np.float32,
@@ -108,6 +108,7 @@ class AttackedVolume:
             "changed": np.zeros(shape, np.uint8),
         }
         self.displacement_mm = np.zeros((2, *shape), np.float32)
+        self.hu_dtype = hu_dtype(volume.image)  # how I_DV is stored: as the scan's values allow
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -184,4 +185,6 @@ def write_export(attacked: AttackedVolume, plan: ExportPlan) -> Iterator[Path]:
     """Write the planned files one by one, yielding each path once it is written."""
     outputs = attacked.outputs()
     for path, (key, dtype) in zip(plan.paths, EXPORTS.items(), strict=True):
+        if key == "IDV":
+            dtype = attacked.hu_dtype
         yield write_nifti(path, outputs[key][plan.chosen], plan.grid, dtype)

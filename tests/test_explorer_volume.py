@@ -68,3 +68,18 @@ def test_an_export_never_overwrites_and_checks_its_folder(tmp_path):
         plan_export(attacked, tmp_path / "file")
     with pytest.raises(InvalidInputError, match="under it"):
         plan_export(attacked, tmp_path / "file" / "below")
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_an_unattacked_export_is_the_scan_voxel_for_voxel(tmp_path, whole):
+    """Slices not attacked hold I0: written back exactly, as int16 or (fractional HU) float32."""
+    from napari_advseg.data.nifti import load_volume
+
+    volume = small_volume()
+    if whole:
+        volume.image = np.round(volume.image * 5.0)  # up to +-2500 HU: outside any window
+    attacked = AttackedVolume(volume)
+    assert attacked.hu_dtype == ("int16" if whole else "float32")
+    plan = plan_export(attacked, tmp_path)
+    idv = next(path for path in write_export(attacked, plan) if path.name.endswith("_IDV.nii.gz"))
+    np.testing.assert_array_equal(load_volume(idv).image, volume.image)

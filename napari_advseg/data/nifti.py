@@ -195,6 +195,15 @@ def lazy_volumes(
     )
 
 
+def hu_dtype(image: np.ndarray) -> str:
+    """How to store a CT in HU: ``int16`` for whole numbers in its range, else ``float32``.
+
+    Either way an unattacked scan is written back exactly.
+    """
+    whole = bool(np.all(np.abs(image) <= np.iinfo(np.int16).max) and np.all(image % 1 == 0))
+    return "int16" if whole else "float32"
+
+
 def write_nifti(
     path: str | os.PathLike[str],
     array_zyx: np.ndarray,

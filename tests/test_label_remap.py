@@ -162,10 +162,10 @@ def test_label_map_file_errors(tmp_path):
         ({"0": "liver"}, "label 0 is background"),
         ({"liver": 3}, "must map a data label to a model organ name"),
         ({}, "non-empty JSON object"),
-        ([["liver", "liver"]], "non-empty JSON object"),
+        ([["liver", "liver"]], "must hold a JSON object (a label-map file)"),
         ('{"liver": "liver", "liver": "spleen"}', "key 'liver' is given twice"),
         ('{"liver": "liver", " liver": "spleen"}', "a key is given twice"),
-        ("{liver: liver}", "not a JSON label-map file"),
+        ("{liver: liver}", "not valid JSON"),
     ]
     for entries, expected in cases:
         file = write_map(tmp_path, entries)
@@ -173,7 +173,7 @@ def test_label_map_file_errors(tmp_path):
             match_labels(data, PAPER, file)
         assert expected in str(caught.value), (entries, str(caught.value))
         assert str(file) in str(caught.value)
-    with pytest.raises(InvalidInputError, match="no such label-map file"):
+    with pytest.raises(InvalidInputError, match="no such file; a label-map file is needed"):
         read_label_map_file(tmp_path / "missing.json")
 
 

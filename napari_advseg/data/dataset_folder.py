@@ -17,7 +17,6 @@ here; :func:`dataset_volumes` checks their headers and reads them when used.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -27,6 +26,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..labels import LabelMap
+from .json_file import read_json_object
 from .label_remap import MAX_LABEL_VALUE, match_labels, remapped_lazy_volumes
 from .lazy import LazyVolumes
 from .splits import PAPER_SPLIT, split_indices
@@ -134,29 +134,9 @@ def read_dataset_folder(root: str | Path) -> DatasetFolder:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InvalidInputError(
-            f"{path}: no such file; a dataset folder (nnU-Net v2 or Decathlon) needs dataset.json."
-        )
-    if path.stat().st_size > MAX_JSON_BYTES:
-        raise InvalidInputError(f"{path}: too big for a dataset.json.")
-
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        twice = sorted({key for key in keys if keys.count(key) > 1})
-        if twice:
-            raise InvalidInputError(f"{path}: key {twice[0]!r} is given twice; keep one.")
-        return dict(pairs)
-
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicates)
-    except InvalidInputError:
-        raise
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInputError(f"{path}: not valid JSON ({error}).") from error
-    if not isinstance(meta, dict):
-        raise InvalidInputError(f"{path}: must hold a JSON object.")
-    return meta
+    return read_json_object(
+        path, "a dataset folder's dataset.json (nnU-Net v2 or Decathlon)", MAX_JSON_BYTES
+    )
 
 
 def _nnunet_meta(meta: Mapping[str, Any], path: Path) -> tuple[dict[int, str], str, bool]:

@@ -35,9 +35,10 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..labels import MAX_LISTED, LabelMap
+from .json_file import read_json_object
 from .lazy import LazyVolumes
 from .nifti import lazy_volumes
-from .volume import Volume
+from .volume import Volume, integer_labels
 
 BACKGROUND = "background"
 SYNONYMS = {"kidney": "kidneys"}
@@ -101,27 +102,8 @@ def read_label_map_file(path: PathLike) -> dict[str, str]:
     """
     path = Path(path)
     example = 'e.g. {"left kidney": "kidneys", "right kidney": "kidneys", "2": "background"}'
-    if not path.is_file():
-        raise InvalidInputError(f"{path}: no such label-map file.")
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise InvalidInputError(f"{path}: too big for a label-map file (a small JSON object).")
-
-    def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-        keys = [key for key, _ in pairs]
-        twice = sorted({key for key in keys if keys.count(key) > 1})
-        if twice:
-            raise InvalidInputError(f"{path}: key {twice[0]!r} is given twice; keep one.")
-        return dict(pairs)
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicates)
-    except InvalidInputError:
-        raise
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidInputError(
-            f"{path}: not a JSON label-map file ({error}); {example}."
-        ) from error
-    if not isinstance(data, dict) or not data:
+    data = read_json_object(path, "a label-map file", MAX_FILE_BYTES, f"; {example}")
+    if not data:
         raise InvalidInputError(
             f"{path}: a label-map file must be a non-empty JSON object of data label -> model "
             f"organ, {example}."
@@ -317,16 +299,7 @@ def remap_array(
     InvalidInputError
         If the array holds a value the table lacks (named, at most 10), or non-integer values.
     """
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.issubdtype(labels.dtype, np.number) or not np.all(np.isfinite(labels)):
-            raise InvalidInputError(f"{source}: label values must be finite integers.")
-        if not np.array_equal(labels, np.round(labels)):
-            raise InvalidInputError(
-                f"{source}: label values must be integers, found fractional values; is this an "
-                "image, not labels?"
-            )
-        labels = labels.astype(np.int64)
+    labels = integer_labels(np.asarray(labels), source)
     if not all(0 <= channel <= 255 for channel in mapping.values()):
         raise ValueError(f"channels must be 0..255, got {sorted(set(mapping.values()))}")
     size = max(mapping, default=0) + 1

@@ -190,16 +190,29 @@ def check_labels(
             f"{name}: labels of shape {labels.shape} do not match the image of shape "
             f"{tuple(shape)}; give the label volume that belongs to this image."
         )
-    if not np.issubdtype(labels.dtype, np.integer):
-        if not np.issubdtype(labels.dtype, np.number) or not np.all(np.isfinite(labels)):
-            raise InvalidInputError(f"{name}: label values must be finite integers.")
-        if not np.array_equal(labels, np.round(labels)):
-            raise InvalidInputError(
-                f"{name}: label values must be integers, found fractional values such as "
-                f"{labels[labels != np.round(labels)].flat[0]:g}; is this an image, not labels?"
-            )
+    labels = integer_labels(labels, name)
     label_map.check_values(labels, name)
     return np.ascontiguousarray(labels, dtype=np.uint8)
+
+
+def integer_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    """``labels`` as integers: integer arrays as they are, whole-number floats as int64.
+
+    Raises
+    ------
+    InvalidInputError
+        For non-numeric, non-finite or fractional values.
+    """
+    if np.issubdtype(labels.dtype, np.integer):
+        return labels
+    if not np.issubdtype(labels.dtype, np.number) or not np.all(np.isfinite(labels)):
+        raise InvalidInputError(f"{name}: label values must be finite integers.")
+    if not np.array_equal(labels, np.round(labels)):
+        raise InvalidInputError(
+            f"{name}: label values must be integers, found fractional values such as "
+            f"{labels[labels != np.round(labels)].flat[0]:g}; is this an image, not labels?"
+        )
+    return labels.astype(np.int64)
 
 
 def _squeeze_trailing(array: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from ._cli_common import (
     check_attacker_target,
     check_data_choice,
     check_training_out,
+    dataset_split,
     eval_volumes,
     load_model,
     with_progress,
@@ -85,7 +86,9 @@ def add_attack_commands(commands: Any) -> None:
         description=(
             "Train (or, with --attackers, load) one attacker per xi, plus D-only and V-only at "
             "xi = 2, evaluate them and a random baseline at the xi = 2 attack's p, and write "
-            "Table 1 as Markdown, CSV, JSON and a PNG plot into --out."
+            "Table 1 as Markdown, CSV, JSON and a PNG plot into --out. Attackers train on a "
+            "--dataset's training subjects and are evaluated on its --split (default test); "
+            "otherwise they train on the phantom's training split."
         ),
     )
     add_model_argument(sweep)
@@ -288,6 +291,7 @@ def _train_attack(args: argparse.Namespace) -> None:
 def _sweep(args: argparse.Namespace) -> None:
     import json
 
+    from .data.dataset_folder import dataset_volumes
     from .data.samples import PhantomCohort
     from .evaluation.attack_eval import evaluate_attack
     from .evaluation.attacks import LearnedAttack, RandomAttack
@@ -321,7 +325,11 @@ def _sweep(args: argparse.Namespace) -> None:
     if args.attackers:
         folders = list(args.attackers)
     else:
-        train = PhantomCohort(args.subjects, args.cohort_seed).volumes("train")
+        if args.dataset is not None:  # the dataset's training subjects; the test split evaluates
+            folder, cases = dataset_split(args, "train")
+            train = list(dataset_volumes(folder, cases, seg.spec.label_map, args.label_map))
+        else:
+            train = PhantomCohort(args.subjects, args.cohort_seed).volumes("train")
         folders = [
             _train_one(args, seg, train, folder, xi, mode)
             for (xi, mode), folder in zip(plan, planned, strict=True)

@@ -126,3 +126,18 @@ def test_one_data_source_at_a_time(dataset, capsys):
     argv = ["eval-seg", "--dataset", str(root), "--sample", "phantom"]
     assert main(argv) == 2
     assert "exactly one" in capsys.readouterr().err
+
+
+def test_sweep_trains_on_the_dataset_and_evaluates_its_test_split(
+    trained_seg_dir, dataset, tmp_path
+):
+    root, _ = dataset
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--model", str(trained_seg_dir), "--dataset", str(root), "--xi", "2"]
+    assert main([*argv, "--out", str(out), *FAST]) == 0
+    folder = read_dataset_folder(root)
+    split = split_cases(folder.training, seed=0)
+    extra = json.loads((out / "rows.json").read_text())
+    assert extra["subjects"] == [case.name for case in split["test"]]
+    trained = json.loads((out / "attackers" / "dv_xi2" / "config.json").read_text())
+    assert trained["training"]["data"] == [case.name for case in split["train"]]

@@ -4,7 +4,9 @@ For each U-Net given (e.g. ``advseg train-seg --sample phantom --epochs 3 --seed
 attacker with the shipped attackers' settings twice, from random weights and from a shipped
 attacker (``train-attack --init``), and every ``--eval-every`` steps evaluates it on the first
 ``--val-subjects`` subjects of the phantom validation split: the attack meets the rule when every
-organ's 3D Dice (against the warped reference, the sweep's convention) falls by at least 30 %.
+organ's 3D Dice (against the warped reference, the sweep's convention) falls by at least 30 % at a
+perceptibility p of at most 0.1 (the sweep's headline bar: without it an untrained generator's
+noise, p about 0.24, "succeeds" after 25 steps).
 The clock counts training only (data preparation included, evaluation excluded); each run stops
 at success or at ``--cap-minutes``.
 
@@ -26,6 +28,7 @@ from napari_advseg._resources import models_dir
 from napari_advseg.data.samples import PhantomCohort
 from napari_advseg.evaluation.attack_eval import evaluate_attack
 from napari_advseg.evaluation.attacks import LearnedAttack
+from napari_advseg.evaluation.sweep import MAX_PERCEPTIBILITY
 from napari_advseg.segmentation import load_segmentation_model
 from napari_advseg.training.attack_trainer import AttackTrainer, AttackTrainingConfig
 from napari_advseg.training.attacker_io import load_attacker
@@ -87,7 +90,8 @@ def evaluate(seg: Any, attacker: Path, val: list[Any]) -> tuple[bool, str]:
     drops = summary["decrease_warped"]
     text = ", ".join(f"{o} {v:.0f}%" for o, v in drops.items() if v is not None)
     text += f"; p {summary['p']:.3f}"
-    return all(v for v in summary["success_warped"].values() if v is not None), text
+    success = all(v for v in summary["success_warped"].values() if v is not None)
+    return success and summary["p"] <= MAX_PERCEPTIBILITY, text
 
 
 def main() -> None:
@@ -116,7 +120,9 @@ def main() -> None:
         print(f"| {name} | {label} | {shown} | {steps} | {last} |")
     for name in dict.fromkeys(row[0] for row in rows):
         scratch, warm = (row for row in rows if row[0] == name)
-        if scratch[2] is not None and warm[2] is not None:
+        if warm[2] == 0.0:
+            print(f"{name}: the initial attacker meets the rule as it is (a transfer attack)")
+        elif scratch[2] is not None and warm[2] is not None:
             print(f"{name}: warm start {scratch[2] / warm[2]:.1f}x faster")
 
 

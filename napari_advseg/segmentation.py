@@ -284,11 +284,17 @@ def load_torchscript(path: str | os.PathLike[str], spec: ModelSpec) -> Segmentat
 
 def load_exported(path: str | os.PathLike[str], spec: ModelSpec) -> SegmentationModel:
     """Load a user's ``torch.export`` program (``.pt2``) without unpickling anything."""
-    from .nets.exported_program import (
-        describe_input_constraints,
-        load_exported_program,
-        static_input_shape,
-    )
+    try:
+        from .nets.exported_program import (
+            describe_input_constraints,
+            load_exported_program,
+            static_input_shape,
+        )
+    except ImportError as error:  # torch.export's PT2 archive reader is recent (torch >= 2.7)
+        raise CheckpointError(
+            f"{path}: reading torch.export programs needs a newer torch than "
+            f"{torch.__version__} ({error}); upgrade torch or export with TorchScript."
+        ) from error
 
     path = Path(path)
     network = load_exported_program(path)
@@ -384,6 +390,14 @@ def _probe(model: SegmentationModel, rows: int, cols: int) -> AdvsegError | None
     return None
 
 
+def _is_exported_program(path: Path) -> bool:
+    try:
+        from .nets.exported_program import is_exported_program
+    except ImportError:  # an older torch: TorchScript only
+        return False
+    return is_exported_program(path)
+
+
 def default_model_path() -> Path:
     """The shipped default U-Net checkpoint folder."""
     return models_dir() / DEFAULT_MODEL_NAME
@@ -429,9 +443,7 @@ def load_segmentation_model(
                 "pixel spacing, normalisation, input multiple and orientation; see the README, "
                 "'Your own model and data'."
             )
-        from .nets.exported_program import is_exported_program
-
-        if path.suffix == ".pt2" or is_exported_program(path):
+        if path.suffix == ".pt2" or _is_exported_program(path):
             return load_exported(path, spec)
         return load_torchscript(path, spec)
     raise CheckpointError(

@@ -168,3 +168,13 @@ def test_organ_pixels_counts_foreground(tiny_unet):
     model = SegmentationModel(network, spec, "unet")
     counts = model.organ_pixels(torch.zeros(3, 1, 20, 12), batch_size=2)
     assert counts.tolist() == [240, 240, 240]
+
+
+def test_a_torch_without_the_pt2_reader_says_so(tmp_path, monkeypatch):
+    import sys
+
+    path = tmp_path / "model.pt2"
+    path.write_bytes(b"PK")  # never read: the reader cannot be imported
+    monkeypatch.setitem(sys.modules, "napari_advseg.nets.exported_program", None)
+    with pytest.raises(CheckpointError, match="needs a newer torch"):
+        load_segmentation_model(path, ModelSpec())

@@ -119,13 +119,10 @@ class Normalization:
         return image if self.clip_hu is None else np.clip(image, *self.clip_hu)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for a model config (a z-score is written as version-1 configs say)."""
-        clip = list(self.clip_hu) if self.clip_hu else None
-        if self.kind == "window":
-            return {"method": "window", "window_hu": clip, "output_range": list(self.output_range)}
-        if self.kind == "dataset":
-            return {"method": "dataset", "clip_hu": clip, "mean": self.mean, "std": self.std}
-        return {"method": ZSCORE_METHOD, "clip_hu": clip}
+        """The version-1 config form: ``method`` (``zscore_per_subject`` for a z-score)."""
+        data = self.to_spec_dict()
+        kind = data.pop("kind")
+        return {"method": ZSCORE_METHOD if kind == "zscore" else kind, **data}
 
     def to_spec_dict(self) -> dict[str, Any]:
         """The spec-file form: ``kind`` and the entries that kind needs."""

@@ -215,30 +215,33 @@ def _sample_data(args: argparse.Namespace) -> None:
     print(f"wrote {len(indices)} phantom subjects to {out} (splits in splits.json)")
 
 
-def _training_data(args: argparse.Namespace) -> tuple[list[Any], list[Any], list[float], dict]:
-    """Training and validation volumes, sampling weights and a description of the data."""
+def _training_data(
+    args: argparse.Namespace,
+) -> tuple[list[Any], list[Any], list[float], dict, Any]:
+    """Training and validation volumes, sampling weights, a description of the data, organs.
+
+    The organs are a dataset folder's own, else the paper's four.
+    """
     from .data.samples import PhantomCohort, load_real_case
     from .data.splits import split_subjects
+    from .labels import DEFAULT_LABEL_MAP
 
     check_data_choice(args)
     if args.dataset is not None:
         return _dataset_training_data(args)
+    train, val, weights, data = [], [], [], {}
     if args.images:
         volumes = list(user_volumes(args))
         if len(volumes) < 3:
             print("advseg: fewer than 3 subjects: training on all, no validation", file=sys.stderr)
-            return volumes, [], [1.0] * len(volumes), {"images": [str(p) for p in args.images]}
+            data = {"images": [str(p) for p in args.images]}
+            return volumes, [], [1.0] * len(volumes), data, DEFAULT_LABEL_MAP
         split = split_subjects(len(volumes), args.seed, tuple(args.fractions))
         train = [volumes[i] for i in split["train"]]
         val = [volumes[i] for i in split["val"]]
         held_out = [str(args.images[i]) for i in split["test"]]
-        return (
-            train,
-            val,
-            [1.0] * len(train),
-            {"images": [str(p) for p in args.images], "held_out_test": held_out},
-        )
-    train, val, weights, data = [], [], [], {}
+        data = {"images": [str(p) for p in args.images], "held_out_test": held_out}
+        return train, val, [1.0] * len(train), data, DEFAULT_LABEL_MAP
     if "phantom" in args.sample:
         cohort = PhantomCohort(args.subjects, args.cohort_seed)
         train += cohort.volumes(args.split or "train")
@@ -257,17 +260,17 @@ def _training_data(args: argparse.Namespace) -> tuple[list[Any], list[Any], list
             "weight": args.real_weight,
             "note": "in the training set: Dice on it is in-sample",
         }
-    return train, val, weights, data
+    return train, val, weights, data, DEFAULT_LABEL_MAP
 
 
 def _dataset_training_data(
     args: argparse.Namespace,
-) -> tuple[list[Any], list[Any], list[float], dict]:
+) -> tuple[list[Any], list[Any], list[float], dict, Any]:
     """Training and validation subjects of a --dataset folder, labelled as its dataset.json says."""
     from .data.dataset_folder import dataset_volumes, read_dataset_folder, split_cases
 
     folder = read_dataset_folder(args.dataset)
-    label_map = dataset_label_map(args)
+    label_map = folder.label_map()
     split = split_cases(folder.training, tuple(args.fractions), args.split_seed)
     if not split["val"]:
         print("advseg: fewer than 3 subjects: training on all, no validation", file=sys.stderr)
@@ -279,21 +282,7 @@ def _dataset_training_data(
         "split_seed": args.split_seed,
         "held_out_test": [case.name for case in split["test"]],
     }
-    return train, val, [1.0] * len(train), data
-
-
-def dataset_label_map(args: argparse.Namespace) -> Any:
-    """The organs a U-Net trained on ``args``' data segments: a dataset's own, else the paper's."""
-    from .labels import DEFAULT_LABEL_MAP, label_map_from_names
-
-    if args.dataset is None:
-        return DEFAULT_LABEL_MAP
-    from .data.dataset_folder import read_dataset_folder
-
-    labels = read_dataset_folder(args.dataset).labels
-    return label_map_from_names(
-        {str(channel): labels[value] for channel, value in enumerate(sorted(labels), start=1)}
-    )
+    return train, val, [1.0] * len(train), data, label_map
 
 
 def _train_seg(args: argparse.Namespace) -> None:
@@ -302,8 +291,7 @@ def _train_seg(args: argparse.Namespace) -> None:
     from .training.seg_trainer import SegTrainer, SegTrainingConfig, make_spec
 
     check_training_out(args.out, args.resume, args.overwrite, args.out / "last")
-    train, val, weights, data = _training_data(args)
-    label_map = dataset_label_map(args)
+    train, val, weights, data, label_map = _training_data(args)
     architecture = UNetConfig(label_map.num_classes, args.base_channels, args.depth)
     config = SegTrainingConfig(
         epochs=args.epochs,

@@ -21,7 +21,7 @@ from ..data.dataset_folder import DatasetFolder, dataset_volumes, read_dataset_f
 from ..data.splits import hold_out_slab, split_subjects
 from ..data.volume import Volume
 from ..errors import AdvsegError, InvalidInputError
-from ..labels import DEFAULT_LABEL_MAP, LabelMap, label_map_from_names
+from ..labels import DEFAULT_LABEL_MAP, LabelMap
 from ..model_spec import ModelSpec
 from ..nets.attacker import AttackerConfig
 from ..nets.unet import UNetConfig
@@ -110,13 +110,6 @@ def _names(volumes: Sequence[Volume], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def dataset_label_map(folder: DatasetFolder) -> LabelMap:
-    """A dataset's organs as model channels 1..C, in the order of their values."""
-    return label_map_from_names(
-        {str(i): name for i, name in enumerate(folder.labels.values(), start=1)}
-    )
-
-
 def split_for_unet(volumes: list[Volume], source: str) -> Scans:
     """Validate on whole scans from :data:`MIN_SUBJECT_SPLIT` scans on, else on a slab of one.
 
@@ -203,7 +196,7 @@ def _build_unet_trainer(request: SegRequest) -> TrainerReady:
     if request.spec is not None:
         label_map = request.spec.label_map
     elif folder is not None:
-        label_map = dataset_label_map(folder)  # a U-Net of the dataset's organs
+        label_map = folder.label_map()  # a U-Net of the dataset's organs
     else:
         label_map = DEFAULT_LABEL_MAP
     architecture = UNetConfig(num_classes=label_map.num_classes)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..labels import LabelMap
+from ..labels import LabelMap, label_map_from_names
 from .json_file import read_json_object
 from .label_remap import MAX_LABEL_VALUE, match_labels, remapped_lazy_volumes
 from .lazy import LazyVolumes
@@ -73,6 +73,15 @@ class DatasetFolder:
     labels: dict[int, str]
     training: tuple[Case, ...]
     test: tuple[Case, ...]
+
+    def label_map(self) -> LabelMap:
+        """The dataset's organs as model channels 1..C, in the order of their values."""
+        return label_map_from_names(
+            {
+                str(channel): self.labels[value]
+                for channel, value in enumerate(sorted(self.labels), 1)
+            }
+        )
 
 
 def read_dataset_folder(root: str | Path) -> DatasetFolder:

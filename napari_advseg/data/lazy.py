@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import overload
 
 from .volume import Volume
@@ -72,7 +73,7 @@ class LazyVolumes(Sequence[Volume]):
     def map(self, transform: Callable[[Volume], Volume]) -> LazyVolumes:
         """The same volumes, each passed through ``transform`` when it is made."""
         return LazyVolumes(
-            [(name, _Composed(loader, transform)) for name, loader in self._items],
+            [(name, partial(_composed, loader, transform)) for name, loader in self._items],
             self.cache_bytes,
         )
 
@@ -88,12 +89,5 @@ class LazyVolumes(Sequence[Volume]):
             self._cache.popitem(last=False)
 
 
-class _Composed:
-    """``transform(loader())``, picklable and without late-binding surprises."""
-
-    def __init__(self, loader: Callable[[], Volume], transform: Callable[[Volume], Volume]) -> None:
-        self.loader = loader
-        self.transform = transform
-
-    def __call__(self) -> Volume:
-        return self.transform(self.loader())
+def _composed(loader: Callable[[], Volume], transform: Callable[[Volume], Volume]) -> Volume:
+    return transform(loader())

@@ -204,6 +204,29 @@ def progress(items: Sequence[Any], label: str) -> Any:
     return tqdm(items, desc=label, file=sys.stderr, dynamic_ncols=True, leave=False)
 
 
+def check_data_files(
+    args: argparse.Namespace, default_split: str = "test", require_labels: bool = True
+) -> None:
+    """Check the data arguments and every file's header before the model is loaded.
+
+    The data's organs are matched with the model's later, once it is loaded: nothing here
+    assumes the shipped model's organs.
+    """
+    from .data.label_remap import read_label_map_file
+    from .data.nifti import lazy_volumes
+
+    check_data_choice(args)
+    if getattr(args, "label_map", None) is not None:
+        read_label_map_file(args.label_map)
+    if args.dataset is not None:
+        _, cases = dataset_split(args, args.split or default_split)
+        lazy_volumes([case.image for case in cases], [case.labels for case in cases])
+    elif args.images:
+        if (args.labels or require_labels) and len(args.labels or []) != len(args.images):
+            raise InvalidInputError("Give one --labels file per --image file, in the same order.")
+        lazy_volumes(args.images, args.labels or None)
+
+
 def eval_volumes(
     args: argparse.Namespace,
     default_split: str = "test",
@@ -283,8 +306,18 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help=(
-            "segmentation model: a checkpoint folder, a TorchScript file or a torch.export .pt2 "
-            "file (default: the shipped U-Net)"
+            "segmentation model: a checkpoint folder, an nnU-Net v2 results folder "
+            "(DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__2d), a TorchScript file or a "
+            "torch.export .pt2 file (default: the shipped U-Net)"
+        ),
+    )
+    parser.add_argument(
+        "--fold",
+        default=None,
+        metavar="N",
+        help=(
+            "fold of an nnU-Net results folder: a number or 'all' (default: the only or the "
+            "first trained fold)"
         ),
     )
     parser.add_argument(
@@ -298,7 +331,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
         help=(
             "JSON file saying how the model is fed: labels, pixel_spacing_mm, normalization, "
             "input_multiple, orientation (needed for a TorchScript or .pt2 model; a checkpoint "
-            "folder carries its own)"
+            "folder carries its own, and an nnU-Net folder's is derived from its plans)"
         ),
     )
 
@@ -316,10 +349,23 @@ def add_force_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace) -> Any:
-    """The segmentation model named by ``--model`` and ``--model-spec`` (checked and probed)."""
+    """The model named by ``--model``, ``--model-spec`` and ``--fold`` (checked and probed)."""
     from .segmentation import load_segmentation_model
 
-    return load_segmentation_model(args.model, args.model_spec)
+    return load_segmentation_model(args.model, args.model_spec, getattr(args, "fold", None))
+
+
+def model_source(model: Any, given: Path | None) -> str:
+    """Where a loaded model came from (``given``: its ``--model``; an nnU-Net fold says which)."""
+    from .segmentation import default_model_path
+
+    config = model.config
+    if config.get("kind") == "segmentation/nnunet":
+        return (
+            f"{config['path']} (nnU-Net {config['configuration']}, fold {config['fold']}, "
+            f"{config['checkpoint']})"
+        )
+    return str(given or default_model_path())
 
 
 def check_attacker_target(loaded: Any, seg: Any, args: argparse.Namespace) -> None:

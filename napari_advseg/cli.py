@@ -23,15 +23,18 @@ from ._cli_common import (
     add_data_arguments,
     add_model_argument,
     check_data_choice,
+    check_data_files,
     check_training_out,
     eval_volumes,
     fmt,
     load_model,
+    model_source,
     progress,
     user_volumes,
     with_progress,
 )
 from .cli_attack import add_attack_commands
+from .cli_model import add_model_commands
 from .data.samples import MAX_SUBJECTS
 from .errors import AdvsegError
 from .validation import arg_float, arg_int, check_disk, check_output_dir, check_output_file
@@ -185,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
     evaluate.set_defaults(handler=_eval_seg)
     add_attack_commands(commands)
+    add_model_commands(commands)
     return parser
 
 
@@ -341,8 +345,7 @@ def _eval_seg(args: argparse.Namespace) -> None:
 
     if args.json is not None:
         check_output_file(args.json, "--json")
-    check_data_choice(args)
-    eval_volumes(args)  # checks the files' headers before the model is loaded
+    check_data_files(args)
     model = load_model(args)
     # reads each volume when used, its labels in the model's channels
     volumes = eval_volumes(args, label_map=model.spec.label_map)
@@ -354,12 +357,13 @@ def _eval_seg(args: argparse.Namespace) -> None:
         rows.append({"subject": volume.name, "dice": dice})
         del volume, prediction
     summary = mean_dice([row["dice"] for row in rows], names)
-    print(f"model: {args.model or default_model_path()}  ({len(rows)} subjects)")
+    print(f"model: {model_source(model, args.model)}  ({len(rows)} subjects)")
     print(f"fed as: {model.spec.describe()}")
     print(_table(rows, summary, names))
     if args.json:
         result = {
             "model": str(args.model or default_model_path()),
+            "fold": model.config.get("fold"),
             "spec": model.spec.to_dict(),
             "dice": summary,
             "subjects": rows,

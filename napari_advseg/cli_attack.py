@@ -20,6 +20,7 @@ from ._cli_common import (
     add_model_argument,
     check_attacker_target,
     check_data_choice,
+    check_data_files,
     check_training_out,
     dataset_split,
     eval_volumes,
@@ -283,7 +284,7 @@ def _train_attack(args: argparse.Namespace) -> None:
     if args.init is not None and args.resume:
         raise InvalidInputError("Give --init to start a new run, or --resume to continue one.")
     if args.images or args.dataset is not None:
-        eval_volumes(args, require_labels=False)  # checks the files' headers before the model
+        check_data_files(args, "train", require_labels=False)
     seg = load_model(args)
     _train_one(args, seg, _train_volumes(args, seg), args.out, args.xi, args.mode)
 
@@ -319,7 +320,7 @@ def _sweep(args: argparse.Namespace) -> None:
     # read one test volume at a time, keeping at most a bounded share of memory for later passes
     free = available_memory()
     cache = SWEEP_CACHE_BYTES if free is None else min(SWEEP_CACHE_BYTES, free // 8)
-    eval_volumes(args, require_labels=False)  # checks the files' headers before the model
+    check_data_files(args, require_labels=False)
     seg = load_model(args)
     test = eval_volumes(args, require_labels=False, cache_bytes=cache, label_map=seg.spec.label_map)
     if args.attackers:

@@ -390,6 +390,28 @@ def _probe(model: SegmentationModel, rows: int, cols: int) -> AdvsegError | None
     return None
 
 
+def load_nnunet(path: str | os.PathLike[str], fold: int | str | None = None) -> SegmentationModel:
+    """Load one fold of an nnU-Net v2 trained-model folder with the spec its plans amount to."""
+    from .nnunet.folder import derive_spec, read_nnunet_folder
+    from .nnunet.network import checkpoint_sha256, load_network
+
+    found = read_nnunet_folder(path, fold)
+    spec = derive_spec(found)
+    network = load_network(found, spec.label_map.num_classes)
+    config = {
+        "kind": "segmentation/nnunet",
+        "path": str(found.folder),
+        "fold": found.fold,
+        "checkpoint": found.checkpoint.name,
+        "trainer": found.trainer,
+        "configuration": found.configuration,
+        "weights_sha256": checkpoint_sha256(found.checkpoint),
+    }
+    model = SegmentationModel(network, spec, found.name, config, check_outputs=True).freeze()
+    probe_model(model, found.checkpoint)
+    return model
+
+
 def _is_exported_program(path: Path) -> bool:
     try:
         from .nets.exported_program import is_exported_program
@@ -406,18 +428,22 @@ def default_model_path() -> Path:
 def load_segmentation_model(
     path: str | os.PathLike[str] | None = None,
     spec: ModelSpec | str | os.PathLike[str] | None = None,
+    fold: int | str | None = None,
 ) -> SegmentationModel:
-    """Load the shipped U-Net (no path), a checkpoint folder, or a user's exported network.
+    """Load the shipped U-Net, a checkpoint, an nnU-Net folder or a user's exported network.
 
     Parameters
     ----------
     path
-        A checkpoint folder, a TorchScript file or a ``torch.export`` ``.pt2`` file; None for
+        A checkpoint folder, an nnU-Net v2 ``<trainer>__<plans>__2d`` folder (or one of its
+        ``fold_N`` folders), a TorchScript file or a ``torch.export`` ``.pt2`` file; None for
         the shipped U-Net.
     spec
         How the network is fed: a :class:`ModelSpec` or a spec JSON file. Required for a
-        TorchScript or ``.pt2`` file; a checkpoint folder carries its own, and a different one
-        given here is an error (the checkpoint's would be silently ignored otherwise).
+        TorchScript or ``.pt2`` file; a checkpoint or nnU-Net folder carries its own, and a
+        different one given here is an error (the folder's would be silently ignored otherwise).
+    fold
+        The nnU-Net fold (a number or ``"all"``); default: the only or the first trained one.
 
     Raises
     ------
@@ -427,13 +453,19 @@ def load_segmentation_model(
     if spec is not None and not isinstance(spec, ModelSpec):
         spec = load_spec_file(spec)
     path = default_model_path() if path is None else Path(path)
+    from .nnunet.folder import is_nnunet_folder
+
+    nnunet = is_nnunet_folder(path)
+    if fold is not None and not nnunet:
+        raise InvalidInputError(f"{path}: not an nnU-Net results folder; --fold is for those.")
     if path.is_dir():
-        model = load_unet(path)[0]
+        model = load_nnunet(path, fold) if nnunet else load_unet(path)[0]
         if spec is not None and spec != model.spec:
             differences = "; ".join(spec.differences(model.spec))
+            source = "nnU-Net folder's plans give" if nnunet else "checkpoint carries its own"
             raise InvalidInputError(
-                f"{path}: the checkpoint carries its own model spec, and the one given differs "
-                f"({differences}); leave out the spec to use the checkpoint's."
+                f"{path}: the {source} model spec, and the one given differs "
+                f"({differences}); leave out the spec to use the folder's."
             )
         return model
     if path.is_file():
@@ -447,6 +479,6 @@ def load_segmentation_model(
             return load_exported(path, spec)
         return load_torchscript(path, spec)
     raise CheckpointError(
-        f"{path}: no such model; give a checkpoint folder, a TorchScript or .pt2 file, or "
-        "nothing for the shipped U-Net."
+        f"{path}: no such model; give a checkpoint folder, an nnU-Net results folder, a "
+        "TorchScript or .pt2 file, or nothing for the shipped U-Net."
     )

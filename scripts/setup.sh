@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up napari-advseg in ./.venv: torch (an installed one is kept), the package with its napari
-# and testing extras, and, with --test, a virtual display (Xvfb) for the widget tests.
+# Set up napari-advseg in ./.venv: torch (an installed one is kept), the package with its napari,
+# nnunet and testing extras, and, with --test, a virtual display (Xvfb) for the widget tests.
 #
 # Every pip call here goes through pip's own configuration (pip.conf, PIP_INDEX_URL,
 # PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, constraints): this script names no package index. To choose
@@ -21,7 +21,14 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
 fi
 
-"${pip[@]}" -e ".[napari,testing]"
+# The nnunet extra (nnU-Net results folders as models) must keep the torch chosen above.
+torch_before=$(.venv/bin/python -c "import torch; print(torch.__version__)")
+"${pip[@]}" -e ".[napari,nnunet,testing]"
+torch_after=$(.venv/bin/python -c "import torch; print(torch.__version__)")
+if [[ "$torch_before" != "$torch_after" ]]; then
+  echo "setup: installing the extras replaced torch $torch_before by $torch_after" >&2
+  exit 1
+fi
 
 if (( want_test )) && ! command -v xvfb-run >/dev/null 2>&1; then
   packages=(xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0)

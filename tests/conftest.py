@@ -100,3 +100,25 @@ def seg_model(trained_seg_dir):
     from napari_advseg.segmentation import load_unet
 
     return load_unet(trained_seg_dir)[0]
+
+
+@pytest.fixture(scope="session")
+def nnunet_trained(tmp_path_factory):
+    """A trained nnU-Net v2 2d fold on a 4-case raw dataset (see tests/nnunet_results.py).
+
+    Returns the trainer folder, the raw dataset folder and the test's own nnU-Net-style Dice per
+    organ (mean over the cases), which exceeds 0.5 on at least two organs.
+    """
+    from . import nnunet_results as nr
+
+    root = tmp_path_factory.mktemp("nnunet")
+    raw = nr.write_raw_dataset(root / "raw" / nr.DATASET_NAME, [0, 1, 2, 3])
+    cases = sorted((raw / "imagesTr").glob("*.nii.gz"))
+    images = [nr.read_as_sitk_array(path).astype(np.float32) for path in cases]
+    labels = [nr.read_as_sitk_array(raw / "labelsTr" / p.name.replace("_0000", "")) for p in cases]
+    fingerprint = nr.ct_fingerprint(images, labels)
+    network, dice, steps = nr.train_fold(images, labels, fingerprint)
+    checkpoint = nr.nnunet_checkpoint(network, steps, dice)
+    plans = nr.plans_json(fingerprint)
+    folder = nr.write_results_folder(root / "results", plans, nr.dataset_json(4), checkpoint)
+    return folder, raw, dice

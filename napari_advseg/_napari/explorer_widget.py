@@ -136,8 +136,12 @@ class ExplorerWidget(QWidget):
         self.seg_box.setEditable(True)
         self.seg_box.addItem("")
         self.seg_path: QLineEdit = self.seg_box.lineEdit()
-        self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint folder / TorchScript file")
-        self.seg_box.setToolTip("Models trained in this session are listed here")
+        self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint / nnU-Net folder, a file")
+        self.seg_box.setToolTip(
+            "Empty: the shipped U-Net. Or a checkpoint folder, an nnU-Net results folder "
+            "(DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__2d, or its fold_N for that fold), a "
+            "TorchScript or .pt2 file. Models trained in this session are listed here."
+        )
         self.spec_editor = SpecEditor()
         self.attacker_box = QComboBox()
         for folder in sorted(models_dir().glob("attacker_*")):

@@ -38,6 +38,7 @@ from ..data.normalization import KINDS, Normalization
 from ..errors import AdvsegError, InvalidInputError
 from ..labels import LabelMap, label_map_from_names
 from ..model_spec import MAX_SPEC_BYTES, ORIENTATIONS, ModelSpec, load_spec_file
+from ..nnunet.folder import derive_spec, is_nnunet_folder, read_nnunet_folder
 from ..segmentation import default_model_path
 
 SPEC_FILTER = "Model spec (*.json);;All files (*)"
@@ -437,6 +438,9 @@ class SpecEditor(QWidget):
         text = "" if model is None else str(model).strip()
         self._model = text
         folder = Path(text).expanduser() if text else default_model_path()
+        if text and is_nnunet_folder(folder):
+            self._show_nnunet(folder)
+            return
         spec = checkpoint_spec(folder) if folder.is_dir() else None
         name = "the shipped U-Net" if not text else f"checkpoint {folder.name}"
         if self.use_box.isChecked():
@@ -454,3 +458,20 @@ class SpecEditor(QWidget):
                 )
             return
         self.set_spec(spec, f"The spec of {name} (it carries its own; a different one is refused).")
+
+    def _show_nnunet(self, folder: Path) -> None:
+        """An nnU-Net folder: the spec its plans give (JSON only), or why it is refused."""
+        try:
+            found = read_nnunet_folder(folder)
+            spec = derive_spec(found)
+        except AdvsegError as error:
+            self.note.setText(str(error))
+            return
+        where = f"{found.describe()}; a fold_N folder chooses another fold"
+        if self.use_box.isChecked():
+            self.note.setText(
+                f"The nnU-Net plans give this model's spec ({where}); these fields must match it. "
+                "Untick Use this spec to use it."
+            )
+            return
+        self.set_spec(spec, f"Derived from the nnU-Net plans: {where}.")

@@ -166,8 +166,9 @@ class TrainingWidget(QWidget):
         self.seg_path.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.seg_path.lineEdit().setPlaceholderText(SHIPPED_MODEL)
         self.seg_path.setToolTip(
-            "Empty: the shipped U-Net. Or a checkpoint folder or TorchScript file; U-Nets "
-            "trained in this session are listed."
+            "Empty: the shipped U-Net. Or a checkpoint folder, an nnU-Net results folder "
+            "(DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__2d, or its fold_N for that fold), a "
+            "TorchScript or .pt2 file; U-Nets trained in this session are listed."
         )
         self.spec_editor = SpecEditor()
         self.spec_editor.setToolTip(

@@ -115,11 +115,23 @@ class NnUNetModel:
 
 
 def is_nnunet_folder(path: str | Path) -> bool:
-    """Whether ``path`` is an nnU-Net trained-model folder or one of its ``fold_N`` folders."""
+    """Whether ``path`` looks like an nnU-Net trained-model folder or one of its fold folders.
+
+    It does when it holds no napari-advseg ``config.json`` but plans, a dataset.json or a
+    ``fold_N`` folder.
+    One that looks like it but lacks a file is then refused by :func:`read_nnunet_folder`, which
+    names the file.
+    """
     path = Path(path)
     if FOLD_PATTERN.fullmatch(path.name) and path.is_dir():
         path = path.parent
-    return (path / PLANS_FILE).is_file() and (path / DATASET_FILE).is_file()
+    if not path.is_dir() or (path / "config.json").exists():
+        return False
+    return (
+        (path / PLANS_FILE).is_file()
+        or (path / DATASET_FILE).is_file()
+        or any(FOLD_PATTERN.fullmatch(child.name) for child in path.iterdir())
+    )
 
 
 def available_folds(folder: Path) -> list[str]:

@@ -16,6 +16,7 @@ import hashlib
 import importlib
 import pickle
 import pydoc
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def read_network_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     CheckpointError
         If the file is not a checkpoint, needs other types to load, or holds no tensor weights.
     """
+    if not zipfile.is_zipfile(checkpoint):
+        raise CheckpointError(
+            f"{checkpoint}: not a readable torch file (torch.save writes a zip archive)."
+        )
     try:
         with torch.serialization.safe_globals(numpy_safe_globals()):
             data = torch.load(checkpoint, map_location="cpu", weights_only=True)

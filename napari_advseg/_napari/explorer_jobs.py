@@ -103,6 +103,9 @@ def load_session(
     yield "attacker loaded"
     seg = load_segmentation_model(seg_path, spec)
     warning = attacker.check_target(seg, force=force)
+    if isinstance(scan, LayerScan):
+        layout = scan.orientation_warning(seg.spec.orientation)
+        warning = " ".join(text for text in (warning, layout) if text) or None
     volume = scan.volume(seg.spec.label_map) if isinstance(scan, LayerScan) else scan
     device = select_device("auto")
     seg.to(device)

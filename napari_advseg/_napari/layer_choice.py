@@ -9,9 +9,10 @@ import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QComboBox
 
-from ..data.volume import Volume
+from ..data.volume import SourceGrid, Volume
 from ..errors import AdvsegError
 from ..labels import DEFAULT_LABEL_MAP
+from .layer_data import GRID_KEY
 from .layer_scan import LayerScan
 
 if TYPE_CHECKING:
@@ -86,8 +87,22 @@ class LayerChoice:
                     f"{image.name!r} {image.data.shape}; choose matching layers or none."
                 )
         spacing = tuple(float(s) for s in image.scale[-3:])
-        return LayerScan(Volume(np.asarray(image.data), spacing, name=image.name), labels)
+        data, grid = np.asarray(image.data), layer_grid(image)
+        volume = Volume(data, spacing, name=image.name, grid=grid)
+        return LayerScan(volume, labels, file_grid=grid is not None)
 
     def volume(self, image_name: str | None = None, labels_name: str | None = None) -> Volume:
         """The chosen (or named) layers as a :class:`Volume` labelled in the paper's organs."""
         return self.scan(image_name, labels_name).volume(DEFAULT_LABEL_MAP)
+
+
+def layer_grid(image: Image) -> SourceGrid | None:
+    """The file grid a layer opened from a NIfTI file carries, if it still fits the layer's data.
+
+    Models fed in the file's own voxel order (``file`` orientation, nnU-Net's) need it; a layer
+    made from an array has none, and is taken as stored in canonical (LPS) order.
+    """
+    grid = image.metadata.get(GRID_KEY)
+    if isinstance(grid, SourceGrid) and grid.canonical_shape() == tuple(image.data.shape):
+        return grid
+    return None

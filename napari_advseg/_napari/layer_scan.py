@@ -20,11 +20,24 @@ class LayerScan:
 
     image: Volume
     labels: np.ndarray | None = None
+    file_grid: bool = True
+    """Whether the image layer carries the grid of the file it was opened from (a layer made
+    from an array does not; its voxels are taken as stored in canonical, LPS, order)."""
 
     @property
     def name(self) -> str:
         """The image layer's name."""
         return self.image.name
+
+    def orientation_warning(self, orientation: str) -> str | None:
+        """A warning when a model fed in the file's voxel order meets a layer without a file."""
+        if orientation != "file" or self.file_grid:
+            return None
+        return (
+            f"Layer {self.name!r} was not opened from a file, so its voxel order is unknown; the "
+            "model is fed in 'file' orientation as if it were stored LPS. Open the NIfTI file "
+            "(File > Open) for its own order."
+        )
 
     def volume(self, label_map: LabelMap) -> Volume:
         """The scan with its labels read as ``label_map``'s channels (raises on unknown values)."""

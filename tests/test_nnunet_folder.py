@@ -312,6 +312,13 @@ def test_nan_weights_are_refused(folder):
     assert "hold NaN or infinite values" in refusal(folder)
 
 
+def test_weights_larger_than_the_free_memory_are_refused_before_loading(folder, monkeypatch):
+    from napari_advseg import validation
+
+    monkeypatch.setattr(validation, "available_memory", lambda: 1000)
+    assert "loading the nnU-Net weights needs about" in refusal(folder)
+
+
 def test_the_extra_missing_says_how_to_install_it(folder, monkeypatch):
     monkeypatch.setitem(sys.modules, "dynamic_network_architectures", None)
     assert "pip install 'napari-advseg[nnunet]'" in refusal(folder)

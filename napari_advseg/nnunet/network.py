@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..validation import check_memory
 from .folder import NetworkPlan, NnUNetModel, network_plan
 
 PACKAGE = "dynamic_network_architectures"
@@ -71,6 +72,8 @@ def read_network_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{checkpoint}: not a readable torch file (torch.save writes a zip archive)."
         )
+    # the file's tensors, then the network built beside them: twice the file, at most
+    check_memory(2 * checkpoint.stat().st_size, f"{checkpoint}: loading the nnU-Net weights")
     try:
         with torch.serialization.safe_globals(numpy_safe_globals()):
             data = torch.load(checkpoint, map_location="cpu", weights_only=True)

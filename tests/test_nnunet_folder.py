@@ -270,6 +270,37 @@ def test_older_plans_build_the_same_network(folder):
         torch.testing.assert_close(after(images), before(images))
 
 
+def test_residual_encoder_plans_build_and_load(folder):
+    """nnU-Net's ResEnc presets (nnUNetResEncUNet*Plans) name ResidualEncoderUNet."""
+    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+
+    kwargs = dict(nr.ARCH_KWARGS)
+    kwargs["n_blocks_per_stage"] = kwargs.pop("n_conv_per_stage")
+    name = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
+
+    def change(plans):
+        architecture = plans["configurations"]["2d"]["architecture"]
+        architecture.update(network_class_name=name, arch_kwargs=kwargs)
+
+    edit_json(folder / "plans.json", change)
+    torch.manual_seed(1)
+    classes = {"conv_op": torch.nn.Conv2d, "norm_op": torch.nn.InstanceNorm2d}
+    reference = ResidualEncoderUNet(
+        input_channels=1,
+        num_classes=4,
+        deep_supervision=True,
+        **{**kwargs, **classes, "nonlin": torch.nn.LeakyReLU},
+    )
+    checkpoint = nr.nnunet_checkpoint(reference, 3, {organ: 0.5 for organ in nr.ORGANS})
+    torch.save(checkpoint, folder / "fold_0" / "checkpoint_final.pth")
+    model = load_segmentation_model(folder)
+    assert type(model.network).__name__ == "ResidualEncoderUNet"
+    reference.decoder.deep_supervision = False
+    images = torch.randn(2, 1, 24, 40)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(images), reference.eval()(images))
+
+
 @pytest.mark.parametrize(
     ("key", "value", "words"),
     [

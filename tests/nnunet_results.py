@@ -26,6 +26,9 @@ CASE_SHAPE = (8, 48, 64)
 """(slices, rows, columns) of each case, as SimpleITK's array: multiples of the stride, 4."""
 TRAINER_FOLDER = "nnUNetTrainer__nnUNetPlans__2d"
 DATASET_NAME = "Dataset042_TinyAbdomen"
+FAST_ATTACK = ["--steps", "2", "--batch-size", "2", "--crop-size", "32", "--critic-steps", "1"]
+FAST_ATTACK += ["--latent-d", "2", "--latent-v", "2", "--device", "cpu"]
+"""train-attack options for a two-step attacker on the tiny cases (names and files, not quality)."""
 
 
 def case_arrays(seed: int) -> tuple[np.ndarray, np.ndarray]:

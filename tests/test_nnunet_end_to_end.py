@@ -14,24 +14,7 @@ import numpy as np
 from napari_advseg.cli import main
 from napari_advseg.segmentation import load_segmentation_model
 
-from .nnunet_results import ORGANS, read_as_sitk_array
-
-FAST_ATTACK = [
-    "--steps",
-    "2",
-    "--batch-size",
-    "2",
-    "--crop-size",
-    "32",
-    "--critic-steps",
-    "1",
-    "--latent-d",
-    "2",
-    "--latent-v",
-    "2",
-    "--device",
-    "cpu",
-]
+from .nnunet_results import FAST_ATTACK, ORGANS, read_as_sitk_array
 
 
 def test_the_reference_fold_segments(nnunet_trained):

@@ -23,27 +23,11 @@ from napari_advseg.data.nifti import load_volume
 from napari_advseg.errors import AdvsegError
 from napari_advseg.segmentation import load_segmentation_model
 
-from .nnunet_results import ORGANS, SPACING_ZYX, untrained_results_folder
+from .nnunet_results import FAST_ATTACK, ORGANS, SPACING_ZYX, untrained_results_folder
 
 WAIT_MS = 120_000
 DERIVED = "Derived from the nnU-Net plans: "
 REGIONS = "region-based training (regions_class_order) is not supported"
-FAST_ATTACK = [
-    "--steps",
-    "2",
-    "--batch-size",
-    "2",
-    "--crop-size",
-    "32",
-    "--critic-steps",
-    "1",
-    "--latent-d",
-    "2",
-    "--latent-v",
-    "2",
-    "--device",
-    "cpu",
-]
 
 
 @pytest.fixture(autouse=True)

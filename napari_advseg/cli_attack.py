@@ -1,4 +1,4 @@
-"""The attack subcommands of ``advseg``: train-attack, sweep, generate."""
+"""The attack subcommands of ``advseg``: train-attack and generate (sweep: :mod:`.cli_sweep`)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,8 @@ from ._cli_common import (
     add_force_argument,
     add_model_argument,
     check_attacker_target,
-    check_data_choice,
     check_data_files,
     check_training_out,
-    dataset_split,
     eval_volumes,
     load_model,
     with_progress,
@@ -31,23 +29,18 @@ from .errors import InvalidInputError
 from .validation import (
     arg_float,
     arg_int,
-    available_memory,
     check_disk,
     check_output_dir,
-    check_output_file,
 )
 
 DEFAULT_ATTACKER = "attacker_dv_xi2.5"
-SWEEP_XI = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 MAX_XI = 100.0
 MAX_WEIGHT = 1e6
 MAX_TEMPERATURE = 100.0
-SWEEP_CACHE_BYTES = 512 * 1024**2
-"""Test volumes the sweep keeps between its passes (one per attacker); the rest are re-read."""
 
 
 def add_attack_commands(commands: Any) -> None:
-    """Register train-attack, sweep and generate on the ``advseg`` subparsers."""
+    """Register train-attack and generate on the ``advseg`` subparsers (sweep: cli_sweep)."""
     train = commands.add_parser(
         "train-attack",
         help="train an attacker (generator + critic) against a segmentation model",
@@ -60,7 +53,7 @@ def add_attack_commands(commands: Any) -> None:
     )
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     add_model_argument(train)
-    _add_attack_settings(train)
+    add_attack_settings(train)
     add_data_arguments(train, default_sample=None)
     train.add_argument(
         "--init",
@@ -80,40 +73,6 @@ def add_attack_commands(commands: Any) -> None:
         help="replace the checkpoint in OUT; files you put there, such as MODEL_CARD.md, are kept",
     )
     train.set_defaults(handler=_train_attack)
-
-    sweep = commands.add_parser(
-        "sweep",
-        help="Table 1: Dice and p for a range of xi, D-only, V-only and a random baseline",
-        description=(
-            "Train (or, with --attackers, load) one attacker per xi, plus D-only and V-only at "
-            "xi = 2, evaluate them and a random baseline at the xi = 2 attack's p, and write "
-            "Table 1 as Markdown, CSV, JSON and a PNG plot into --out. Attackers train on a "
-            "--dataset's training subjects and are evaluated on its --split (default test); "
-            "otherwise they train on the phantom's training split."
-        ),
-    )
-    add_model_argument(sweep)
-    add_force_argument(sweep)
-    sweep.add_argument(
-        "--xi", type=arg_float(0, MAX_XI), nargs="+", default=list(SWEEP_XI), help="xi to train"
-    )
-    sweep.add_argument(
-        "--attackers",
-        type=Path,
-        nargs="+",
-        default=None,
-        help="evaluate these attacker checkpoints instead of training",
-    )
-    sweep.add_argument("--out", type=Path, default=Path("sweep"), help="output folder")
-    sweep.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    sweep.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace attacker checkpoints already in OUT/attackers (else they are refused)",
-    )
-    _add_attack_settings(sweep, with_xi=False)
-    add_data_arguments(sweep, default_sample=None)
-    sweep.set_defaults(handler=_sweep)
 
     generate = commands.add_parser(
         "generate",
@@ -149,7 +108,8 @@ def add_attack_commands(commands: Any) -> None:
     generate.set_defaults(handler=_generate)
 
 
-def _add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) -> None:
+def add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) -> None:
+    """The attack-training options of train-attack and sweep."""
     group = parser.add_argument_group("attack training")
     weight = arg_float(0, MAX_WEIGHT)
     if with_xi:
@@ -251,9 +211,10 @@ def _train_volumes(args: argparse.Namespace, seg: Any) -> list[Any]:
     )
 
 
-def _train_one(
+def train_one(
     args: argparse.Namespace, seg: Any, volumes: list[Any], out: Path, xi: float, mode: str
 ) -> Path:
+    """Train one attacker of ``mode`` at ``xi`` on ``volumes`` into ``out``, with progress."""
     from .nets.attacker import AttackerConfig
     from .training.attack_trainer import AttackTrainer
     from .training.events import AttackProgress, TrainingFinished
@@ -286,105 +247,7 @@ def _train_attack(args: argparse.Namespace) -> None:
     if args.images or args.dataset is not None:
         check_data_files(args, "train", require_labels=False)
     seg = load_model(args)
-    _train_one(args, seg, _train_volumes(args, seg), args.out, args.xi, args.mode)
-
-
-def _sweep(args: argparse.Namespace) -> None:
-    import json
-
-    from .data.dataset_folder import dataset_volumes
-    from .data.samples import PhantomCohort
-    from .evaluation.attack_eval import evaluate_attack
-    from .evaluation.attacks import LearnedAttack, RandomAttack
-    from .evaluation.sweep import (
-        attack_row,
-        baseline_rows,
-        headline_row,
-        latent_diversity,
-        markdown_table,
-        nearest_row,
-        write_outputs,
-    )
-    from .inference import to_model_grid
-    from .training.attacker_io import load_attacker
-
-    check_output_dir(args.out)
-    if args.json is not None:
-        check_output_file(args.json, "--json")
-    plan = [(xi, "dv") for xi in args.xi] + [(2.0, "d"), (2.0, "v")]
-    planned = [args.out / "attackers" / f"{mode}_xi{xi:g}" for xi, mode in plan]
-    if not args.attackers:
-        for folder in planned:
-            check_training_out(folder, False, args.overwrite)
-    check_data_choice(args)
-    # read one test volume at a time, keeping at most a bounded share of memory for later passes
-    free = available_memory()
-    cache = SWEEP_CACHE_BYTES if free is None else min(SWEEP_CACHE_BYTES, free // 8)
-    check_data_files(args, require_labels=False)
-    seg = load_model(args)
-    test = eval_volumes(args, require_labels=False, cache_bytes=cache, label_map=seg.spec.label_map)
-    if args.attackers:
-        folders = list(args.attackers)
-    else:
-        if args.dataset is not None:  # the dataset's training subjects; the test split evaluates
-            folder, cases = dataset_split(args, "train")
-            train = list(dataset_volumes(folder, cases, seg.spec.label_map, args.label_map))
-        else:
-            train = PhantomCohort(args.subjects, args.cohort_seed).volumes("train")
-        folders = [
-            _train_one(args, seg, train, folder, xi, mode)
-            for (xi, mode), folder in zip(plan, planned, strict=True)
-        ]
-        del train
-    attackers = sorted((load_attacker(f) for f in folders), key=lambda a: (a.mode != "dv", a.xi))
-    rows: list[dict[str, Any]] = []
-    extra: dict[str, Any] = {"seg": seg.name, "subjects": test.names}
-    evaluated_dv = []
-    for loaded in attackers:
-        check_attacker_target(loaded, seg, args)
-        report = evaluate_attack(seg, LearnedAttack(loaded), test)
-        if not rows:
-            rows += baseline_rows(report)
-            extra["reference"] = report.reference
-        symbol = {"dv": "I_DV", "d": "I_D", "v": "I_V"}[loaded.mode]
-        row = attack_row(f"{symbol} (xi = {loaded.xi:g})", loaded.xi, loaded.mode, report)
-        rows.append(row)
-        print(f"{row['label']}: p {row['p']:.3f}")
-        if loaded.mode == "dv":
-            evaluated_dv.append((loaded, row))
-    headline, meets = headline_row(rows)
-    if headline is not None:
-        # The random baseline at matched p for the xi = 2 row and the headline row; the latent
-        # diversity, and the damage of single posterior draws, for the headline attacker.
-        nearest_two = nearest_row(rows)
-        matched = [headline] if nearest_two is headline else [nearest_two, headline]
-        for row in sorted(matched, key=lambda r: r["xi"]):
-            random = RandomAttack(row["p"], "dv", seed=args.seed)
-            report = evaluate_attack(seg, random, test)
-            label = f"random D+V (p matched to xi = {row['xi']:g})"
-            rows.append({**attack_row(label, None, "random", report), "matched_xi": row["xi"]})
-        loaded = next(a for a, r in evaluated_dv if r is headline)
-        extra["headline"] = {"xi": headline["xi"], "meets_30_percent_at_p_0.1": meets}
-        images = to_model_grid(test[0], seg.spec).images
-        middle = images.shape[0] // 2
-        extra["latent_diversity"] = latent_diversity(
-            LearnedAttack(loaded), images[middle - 4 : middle + 4]
-        )
-        extra["posterior_draws"] = []
-        for seed in (1, 2):
-            draw = LearnedAttack(loaded, "posterior", 1.0, seed)
-            summary = evaluate_attack(seg, draw, test).summary()
-            keys = ("decrease_warped", "success_warped", "p")
-            extra["posterior_draws"].append({"seed": seed, **{k: summary[k] for k in keys}})
-        print(f"headline: xi = {headline['xi']:g} (every organ -30% at p <= 0.1: {meets})")
-    organs = seg.spec.label_map.names
-    written = write_outputs(rows, organs, args.out, extra)
-    print(markdown_table(rows, organs, "dice_warped"))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
-        written.append(args.json)
-    print("wrote " + ", ".join(str(p) for p in written))
+    train_one(args, seg, _train_volumes(args, seg), args.out, args.xi, args.mode)
 
 
 def _generate(args: argparse.Namespace) -> None:

@@ -118,6 +118,8 @@ def test_sweep_with_existing_attackers(trained_seg_dir, attackers, case, tmp_pat
             str(out),
             "--json",
             str(rows_json),
+            "--headline-xi",
+            "2",
         ]
     )
     assert code == 0
@@ -134,10 +136,32 @@ def test_sweep_with_existing_attackers(trained_seg_dir, attackers, case, tmp_pat
     for name in ("table.md", "table.csv", "rows.json", "dice_vs_xi.png"):
         assert (out / name).is_file(), name
     extra = json.loads((out / "rows.json").read_text())
+    assert extra["headline"] == {
+        "xi": 2.0,
+        "chosen_by": "given (--headline-xi)",
+        "meets_30_percent_at_p_0.1": None,
+    }
+    assert extra["validation_rows"] == [] and extra["seconds"] > 0
+    assert learned["seeds"] == 1 and learned["split"] == "test"
+    assert set(learned["dice_warped_ci"]) == set(learned["dice"])
+    assert learned["seed_spread"]["dice_warped"]["liver"] is None  # one seed: no spread
+    assert "| seeds |" in (out / "table.md").read_text()
     assert extra["latent_diversity"]["samples"] == 8
     assert extra["headline"]["xi"] == rows[-1]["matched_xi"]
     assert [draw["seed"] for draw in extra["posterior_draws"]] == [1, 2]
     assert set(extra["posterior_draws"][0]["decrease_warped"]) == set(learned["dice"])
+
+
+def test_sweep_without_a_validation_split_needs_the_headline_xi(
+    trained_seg_dir, attackers, case, tmp_path, capsys
+):
+    argv = ["sweep", "--model", str(trained_seg_dir), "--attackers", *map(str, attackers)]
+    code = main([*argv, "--image", str(case[0]), "--out", str(tmp_path / "s")])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "chooses the headline xi on validation subjects" in message
+    assert "--headline-xi" in message and "\n" not in message.strip()
+    assert not (tmp_path / "s" / "rows.json").exists()
 
 
 def _row(xi, p, success, mode="dv"):

@@ -133,11 +133,22 @@ def test_sweep_trains_on_the_dataset_and_evaluates_its_test_split(
 ):
     root, _ = dataset
     out = tmp_path / "sweep"
-    argv = ["sweep", "--model", str(trained_seg_dir), "--dataset", str(root), "--xi", "2"]
-    assert main([*argv, "--out", str(out), *FAST]) == 0
+    argv = ["sweep", "--model", str(trained_seg_dir), "--dataset", str(root), "--xi", "2", "3"]
+    assert main([*argv, "--out", str(out), "--seeds", "1", *FAST]) == 0
     folder = read_dataset_folder(root)
     split = split_cases(folder.training, seed=0)
     extra = json.loads((out / "rows.json").read_text())
-    assert extra["subjects"] == [case.name for case in split["test"]]
-    trained = json.loads((out / "attackers" / "dv_xi2" / "config.json").read_text())
+    # xi is chosen on the validation subjects; the test subjects are evaluated once, after
+    assert extra["validation_subjects"] == [case.name for case in split["val"]]
+    assert extra["test_subjects"] == [case.name for case in split["test"]]
+    assert [row["xi"] for row in extra["validation_rows"] if row["mode"] == "dv"] == [2.0, 3.0]
+    assert extra["headline"]["chosen_by"] == "validation split"
+    chosen = extra["headline"]["xi"]
+    assert {(row["mode"], row["xi"]) for row in extra["rows"] if row.get("split") == "test"} == {
+        ("dv", chosen),
+        ("d", chosen),
+        ("v", chosen),
+    }
+    trained = json.loads((out / "attackers" / "dv_xi2_seed0" / "config.json").read_text())
     assert trained["training"]["data"] == [case.name for case in split["train"]]
+    assert (out / "attackers" / f"v_xi{chosen:g}_seed0" / "config.json").is_file()

@@ -124,61 +124,138 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
+def _pct_interval(value: float | None, interval: Sequence[float] | None) -> str:
+    if value is None or interval is None:
+        return _pct(value)
+    return f"{100 * value:.2f} [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], organs: Sequence[str], key: str = "dice") -> str:
-    """Table 1's layout: Dice (%) per organ, p (normalised units) and p in HU over the FOV."""
-    header = "| | " + " | ".join(o.capitalize() for o in organs) + " | p | p (HU) |"
-    lines = [header, "|---" * (len(organs) + 3) + "|"]
+    """Table 1's layout: Dice (%) per organ, p (normalised units) and p in HU over the FOV.
+
+    A row over several seeds shows its 95 % bootstrap interval (``<key>_ci``) after each value.
+    """
+    header = "| | " + " | ".join(o.capitalize() for o in organs) + " | p | p (HU) | seeds |"
+    lines = [header, "|---" * (len(organs) + 4) + "|"]
     for row in rows:
+        intervals = row.get(f"{key}_ci") or {}
         p = "-" if row["p"] is None else f"{row['p']:.3f}"
+        if row.get("p_ci") is not None:
+            p += f" [{row['p_ci'][0]:.3f}, {row['p_ci'][1]:.3f}]"
         p_hu = "-" if row.get("p_hu_fov") is None else f"{row['p_hu_fov']:.1f}"
-        cells = " | ".join(_pct(row[key][o]) for o in organs)
-        lines.append(f"| {row['label']} | {cells} | {p} | {p_hu} |")
+        cells = " | ".join(_pct_interval(row[key][o], intervals.get(o)) for o in organs)
+        seeds = row.get("seeds", "-" if row["mode"] is None else 1)
+        lines.append(f"| {row['label']} | {cells} | {p} | {p_hu} | {seeds} |")
     return "\n".join(lines)
 
 
+def _interval_columns(row: dict[str, Any], key: str, organs: Sequence[str]) -> list[Any]:
+    intervals = row.get(f"{key}_ci") or {}
+    return [bound for o in organs for bound in (intervals.get(o) or (None, None))]
+
+
 def write_outputs(
-    rows: Sequence[dict[str, Any]], organs: Sequence[str], out: Path, extra: dict[str, Any]
+    rows: Sequence[dict[str, Any]],
+    organs: Sequence[str],
+    out: Path,
+    extra: dict[str, Any],
+    validation_rows: Sequence[dict[str, Any]] = (),
 ) -> list[Path]:
-    """Write ``table.md``, ``table.csv``, ``rows.json`` and ``dice_vs_xi.png`` into ``out``."""
+    """Write ``table.md``, ``table.csv``, ``rows.json`` and ``dice_vs_xi.png`` into ``out``.
+
+    ``rows`` are the test rows (with intervals where trained with several seeds);
+    ``validation_rows`` the rows the headline xi was chosen on.
+    """
     out.mkdir(parents=True, exist_ok=True)
     written = []
     md = out / "table.md"
-    md.write_text(
-        "Dice (%) against the original reference (Table 1):\n\n"
-        + markdown_table(rows, organs, "dice")
-        + "\n\nDice (%) against the anatomy-consistent (warped) reference:\n\n"
-        + markdown_table(rows, organs, "dice_warped")
-        + "\n"
-    )
+    headline = extra.get("headline") or {}
+    text = []
+    if validation_rows:
+        text += [
+            "Choosing xi: Dice (%) on the validation subjects, against the anatomy-consistent "
+            "(warped) reference, one seed each:",
+            "",
+            markdown_table(validation_rows, organs, "dice_warped"),
+            "",
+        ]
+    if headline:
+        text += [f"Headline xi = {headline['xi']:g}, chosen by the {headline['chosen_by']}.", ""]
+    text += [
+        "Test subjects, Dice (%) against the original reference (Table 1), with 95 % bootstrap "
+        "intervals over subjects where a row has several training seeds:",
+        "",
+        markdown_table(rows, organs, "dice"),
+        "",
+        "Test subjects, Dice (%) against the anatomy-consistent (warped) reference:",
+        "",
+        markdown_table(rows, organs, "dice_warped"),
+        "",
+    ]
+    md.write_text("\n".join(text))
     written.append(md)
     table = out / "table.csv"
     with table.open("w", newline="") as handle:
         writer = csv.writer(handle)
+        bounds = [f"{o}_warped_ci_{end}" for o in organs for end in ("low", "high")]
         writer.writerow(
-            ["label", "xi", "mode", *organs, *(f"{o}_warped" for o in organs), "p", "p_hu_fov"]
+            [
+                "split",
+                "label",
+                "xi",
+                "mode",
+                "seeds",
+                *organs,
+                *(f"{o}_warped" for o in organs),
+                *bounds,
+                "p",
+                "p_ci_low",
+                "p_ci_high",
+                "p_hu_fov",
+            ]
         )
-        for row in rows:
+        tagged = [("validation", r) for r in validation_rows] + [("test", r) for r in rows]
+        for split, row in tagged:
             writer.writerow(
                 [
+                    split,
                     row["label"],
                     row["xi"],
                     row["mode"],
+                    row.get("seeds", 1 if row["mode"] else None),
                     *(row["dice"][o] for o in organs),
                     *(row["dice_warped"][o] for o in organs),
+                    *_interval_columns(row, "dice_warped", organs),
                     row["p"],
+                    *(row.get("p_ci") or (None, None)),
                     row.get("p_hu_fov"),
                 ]
             )
     written.append(table)
     data = out / "rows.json"
-    data.write_text(json.dumps({"rows": list(rows), **extra}, indent=2) + "\n")
+    payload = {"rows": list(rows), "validation_rows": list(validation_rows), **extra}
+    data.write_text(json.dumps(payload, indent=2) + "\n")
     written.append(data)
-    written.append(plot_sweep(rows, organs, out / "dice_vs_xi.png"))
+    written.append(plot_sweep(rows, organs, out / "dice_vs_xi.png", validation_rows))
     return written
 
 
-def plot_sweep(rows: Sequence[dict[str, Any]], organs: Sequence[str], path: Path) -> Path:
-    """Dice per organ (both references) and p against xi for the D+V rows."""
+def _bounds(row: dict[str, Any], organ: str, value: float) -> tuple[float, float]:
+    """A row's 95 % interval of an organ's warped Dice (the value itself where it has none)."""
+    interval = (row.get("dice_warped_ci") or {}).get(organ)
+    return (interval[0], interval[1]) if interval else (value, value)
+
+
+def plot_sweep(
+    rows: Sequence[dict[str, Any]],
+    organs: Sequence[str],
+    path: Path,
+    validation_rows: Sequence[dict[str, Any]] = (),
+) -> Path:
+    """Three panels: Dice and p against xi, and the test rows with their 95 % intervals.
+
+    The first two show the D+V rows xi was chosen on (``validation_rows``, else ``rows``).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,8 +263,8 @@ def plot_sweep(rows: Sequence[dict[str, Any]], organs: Sequence[str], path: Path
 
     from ..labels import DEFAULT_LABEL_MAP
 
-    sweep = dv_rows(rows)
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    sweep = dv_rows(validation_rows or rows)
+    figure, (left, right, tested) = plt.subplots(1, 3, figsize=(15, 4))
     xis = [r["xi"] for r in sweep]
     colors = {label.name: label.hex_color for label in DEFAULT_LABEL_MAP}
     for organ in organs:
@@ -201,6 +278,22 @@ def plot_sweep(rows: Sequence[dict[str, Any]], organs: Sequence[str], path: Path
     right.plot(xis, [r["p"] for r in sweep], "ko-")
     right.set_xlabel("xi")
     right.set_ylabel("perceptibility p")
+    where = "validation" if validation_rows else "test"
+    left.set_title(f"D+V attacks on the {where} subjects")
+    attacks = [r for r in rows if r["mode"] is not None]
+    width = 0.8 / max(len(organs), 1)
+    for index, organ in enumerate(organs):
+        values = [r["dice_warped"][organ] or 0.0 for r in attacks]
+        bounds = [_bounds(r, organ, v) for r, v in zip(attacks, values, strict=True)]
+        errors = [[v - low for v, (low, _) in zip(values, bounds, strict=True)]]
+        errors.append([high - v for v, (_, high) in zip(values, bounds, strict=True)])
+        positions = [i + index * width for i in range(len(attacks))]
+        tested.bar(positions, values, width, yerr=errors, color=colors.get(organ), label=organ)
+    tested.set_xticks([i + 0.4 - width / 2 for i in range(len(attacks))])
+    tested.set_xticklabels([r["label"] for r in attacks], rotation=20, ha="right", fontsize=7)
+    tested.set_ylabel("Dice, warped reference (95 % interval)")
+    tested.set_ylim(0, 1)
+    tested.set_title("test subjects")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

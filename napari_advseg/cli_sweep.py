@@ -1,0 +1,313 @@
+"""``advseg sweep``: Table 1, with xi chosen on validation subjects and the test split used once.
+
+1. **Selection.** One D+V attacker per ``--xi`` (one seed) is evaluated on the validation
+   subjects; the headline xi is the smallest whose attack meets the 30 % rule on every organ at
+   p <= 0.1, else the one nearest 2 (:func:`~napari_advseg.evaluation.sweep.headline_row`).
+   ``--headline-xi`` fixes it instead (for data without a validation split, such as one scan).
+2. **Test.** The headline D+V attack, D only and V only at that xi, each trained with ``--seeds``
+   seeds, are evaluated once on the test subjects, with 95 % bootstrap intervals over subjects and
+   the spread over seeds (:mod:`~napari_advseg.evaluation.seeded`), and a random baseline at the
+   headline's perceptibility.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ._cli_common import (
+    add_data_arguments,
+    add_force_argument,
+    add_model_argument,
+    check_attacker_target,
+    check_data_files,
+    check_training_out,
+    dataset_split,
+    eval_volumes,
+    load_model,
+)
+from .cli_attack import MAX_XI, add_attack_settings, train_one
+from .errors import InvalidInputError
+from .validation import arg_float, arg_int, available_memory, check_output_dir, check_output_file
+
+SELECTION_XI = (1.5, 2.0, 2.5, 3.0)
+"""The xi the headline is chosen among (issue 11: one seed each, on the validation split)."""
+MAX_SEEDS = 10
+SWEEP_CACHE_BYTES = 512 * 1024**2
+"""Test volumes the sweep keeps between its passes (one per attacker); the rest are re-read."""
+MODES = ("dv", "d", "v")
+SYMBOLS = {"dv": "I_DV", "d": "I_D", "v": "I_V"}
+
+
+def add_sweep_command(commands: Any) -> None:
+    """Register ``sweep`` on the ``advseg`` subparsers."""
+    sweep = commands.add_parser(
+        "sweep",
+        help="Table 1: xi chosen on validation, D+V, D-only, V-only and random on test, with CIs",
+        description=(
+            "Train (or, with --attackers, load) one D+V attacker per --xi and evaluate them on "
+            "the validation subjects to choose the headline xi (the smallest that meets the 30 %% "
+            "rule on every organ at p <= 0.1); then train the headline D+V, D-only and V-only "
+            "attacks at that xi with --seeds seeds, evaluate them once on the test subjects with "
+            "95 %% bootstrap intervals over subjects, and a random baseline at the headline's p. "
+            "Writes Table 1 as Markdown, CSV, JSON and a PNG plot into --out. Attackers train on "
+            "the training subjects (a --dataset's train split, or the phantom's)."
+        ),
+    )
+    add_model_argument(sweep)
+    add_force_argument(sweep)
+    sweep.add_argument(
+        "--xi",
+        type=arg_float(0, MAX_XI),
+        nargs="+",
+        default=list(SELECTION_XI),
+        help="xi to choose the headline among, on the validation subjects (default 1.5 2 2.5 3)",
+    )
+    sweep.add_argument(
+        "--headline-xi",
+        type=arg_float(0, MAX_XI),
+        default=None,
+        help="use this xi for the test rows instead of choosing one (say where it was chosen)",
+    )
+    sweep.add_argument(
+        "--seeds",
+        type=arg_int(1, MAX_SEEDS),
+        default=3,
+        help="training seeds of each test row (default 3: --seed, --seed + 1, ...)",
+    )
+    sweep.add_argument(
+        "--attackers",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="evaluate these attacker checkpoints instead of training (grouped by mode and xi; "
+        "several of one mode and xi are its seeds)",
+    )
+    sweep.add_argument("--out", type=Path, default=Path("sweep"), help="output folder")
+    sweep.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    sweep.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace attacker checkpoints already in OUT/attackers (else they are refused)",
+    )
+    add_attack_settings(sweep, with_xi=False)
+    add_data_arguments(sweep, default_sample=None)
+    sweep.set_defaults(handler=sweep_command)
+
+
+def _folder(out: Path, mode: str, xi: float, seed: int) -> Path:
+    return out / "attackers" / f"{mode}_xi{xi:g}_seed{seed}"
+
+
+def _validation_volumes(args: argparse.Namespace, seg: Any) -> list[Any] | None:
+    """The validation subjects: a --dataset's val split or the phantom's; None for other data."""
+    from .data.dataset_folder import dataset_volumes
+    from .data.samples import PhantomCohort
+
+    if args.dataset is not None:
+        folder, cases = dataset_split(args, "val")
+        return list(dataset_volumes(folder, cases, seg.spec.label_map, args.label_map))
+    if args.sample == ["phantom"]:
+        return PhantomCohort(args.subjects, args.cohort_seed).volumes("val")
+    return None
+
+
+def _train_volumes(args: argparse.Namespace, seg: Any) -> list[Any]:
+    from .data.dataset_folder import dataset_volumes
+    from .data.samples import PhantomCohort
+
+    if args.dataset is not None:
+        folder, cases = dataset_split(args, "train")
+        return list(dataset_volumes(folder, cases, seg.spec.label_map, args.label_map))
+    return PhantomCohort(args.subjects, args.cohort_seed).volumes("train")
+
+
+class _Attackers:
+    """The attackers of a sweep: given ones, or trained on demand into OUT/attackers."""
+
+    def __init__(self, args: argparse.Namespace, seg: Any) -> None:
+        from .training.attacker_io import load_attacker
+
+        self.args, self.seg = args, seg
+        self.given: dict[tuple[str, float], list[Any]] = {}
+        for folder in args.attackers or []:
+            loaded = load_attacker(folder)
+            check_attacker_target(loaded, seg, args)
+            self.given.setdefault((loaded.mode, loaded.xi), []).append(loaded)
+        self._train: list[Any] | None = None
+        self._trained: dict[Path, Any] = {}
+
+    def seeds(self, mode: str, xi: float, count: int) -> list[Any]:
+        """``count`` attackers of ``mode`` and ``xi`` (given: those there are, at most count)."""
+        from .training.attacker_io import load_attacker
+
+        if self.args.attackers:
+            return self.given.get((mode, xi), [])[:count]
+        if self._train is None:
+            self._train = _train_volumes(self.args, self.seg)
+        for seed in range(self.args.seed, self.args.seed + count):
+            folder = _folder(self.args.out, mode, xi, seed)
+            if folder not in self._trained:  # each is trained once per run (dv seed 0: selection)
+                seeded = argparse.Namespace(**{**vars(self.args), "seed": seed})
+                train_one(seeded, self.seg, self._train, folder, xi, mode)
+                self._trained[folder] = load_attacker(folder)
+        return [
+            self._trained[_folder(self.args.out, mode, xi, seed)]
+            for seed in range(self.args.seed, self.args.seed + count)
+        ]
+
+
+def _check_plan(args: argparse.Namespace, has_validation: bool) -> None:
+    if args.headline_xi is None and not has_validation:
+        raise InvalidInputError(
+            "sweep chooses the headline xi on validation subjects, and this data has none (only "
+            "--sample phantom and --dataset do): give --headline-xi X, chosen elsewhere."
+        )
+    if args.attackers:
+        return
+    # every folder the run may train into is checked now, not after an hour of training
+    candidates = [args.headline_xi] if args.headline_xi is not None else args.xi
+    for xi in candidates:
+        for mode in MODES:
+            for seed in range(args.seed, args.seed + args.seeds):
+                check_training_out(_folder(args.out, mode, xi, seed), False, args.overwrite)
+
+
+def sweep_command(args: argparse.Namespace) -> None:
+    """``advseg sweep``; see the module docstring."""
+    from .evaluation.attack_eval import evaluate_attack
+    from .evaluation.attacks import LearnedAttack
+    from .evaluation.sweep import attack_row, baseline_rows, headline_row, write_outputs
+
+    started = time.perf_counter()
+    check_output_dir(args.out)
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    has_validation = args.dataset is not None or args.sample == ["phantom"]
+    _check_plan(args, has_validation)
+    free = available_memory()
+    cache = SWEEP_CACHE_BYTES if free is None else min(SWEEP_CACHE_BYTES, free // 8)
+    check_data_files(args, require_labels=False)
+    seg = load_model(args)
+    organs = seg.spec.label_map.names
+    test = eval_volumes(args, require_labels=False, cache_bytes=cache, label_map=seg.spec.label_map)
+    attackers = _Attackers(args, seg)
+    extra: dict[str, Any] = {"seg": seg.name, "test_subjects": test.names}
+
+    # 1. the headline xi, chosen on the validation subjects
+    validation_rows: list[dict[str, Any]] = []
+    if args.headline_xi is not None:
+        xi, meets, chosen_by = args.headline_xi, None, "given (--headline-xi)"
+    else:
+        validation = _validation_volumes(args, seg) or []
+        if not validation:
+            raise InvalidInputError(
+                "the validation split is empty, so the headline xi cannot be chosen on it: use "
+                "more subjects, other --fractions, or --headline-xi X."
+            )
+        extra["validation_subjects"] = [v.name for v in validation]
+        candidates = (
+            sorted(args.xi)
+            if not args.attackers
+            else sorted(xi for mode, xi in attackers.given if mode == "dv")
+        )
+        for candidate in candidates:
+            for loaded in attackers.seeds("dv", candidate, 1):
+                report = evaluate_attack(seg, LearnedAttack(loaded), validation)
+                if not validation_rows:
+                    validation_rows += baseline_rows(report)
+                label = f"I_DV (xi = {candidate:g})"
+                validation_rows.append(attack_row(label, candidate, "dv", report))
+                print(f"validation {label}: p {validation_rows[-1]['p']:.3f}")
+        row, meets = headline_row(validation_rows)
+        if row is None:
+            raise InvalidInputError("no D+V attacker to choose the headline xi from.")
+        xi, chosen_by = row["xi"], "validation split"
+    extra["headline"] = {"xi": xi, "chosen_by": chosen_by, "meets_30_percent_at_p_0.1": meets}
+    print(f"headline: xi = {xi:g}, chosen by the {chosen_by}")
+
+    # 2. the test rows, each over its seeds, evaluated once
+    rows, headline_reports = _test_rows(args, seg, attackers, xi, test, organs, extra)
+    if headline_reports:
+        rows += _random_row(args, seg, rows, test)
+        _headline_extras(seg, headline_reports, test, extra)
+    extra["seconds"] = round(time.perf_counter() - started, 1)
+    written = write_outputs(rows, organs, args.out, extra, validation_rows)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        written.append(args.json)
+    print(f"sweep took {extra['seconds'] / 60:.1f} min")
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _test_rows(
+    args: argparse.Namespace,
+    seg: Any,
+    attackers: _Attackers,
+    xi: float,
+    test: Any,
+    organs: list[str],
+    extra: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    from .evaluation.attack_eval import evaluate_attack
+    from .evaluation.attacks import LearnedAttack
+    from .evaluation.seeded import average_over_seeds, interval_fields
+    from .evaluation.sweep import attack_row, baseline_rows
+
+    rows: list[dict[str, Any]] = []
+    headline: list[Any] = []
+    for mode in MODES:
+        loaded = attackers.seeds(mode, xi, args.seeds)
+        if not loaded:
+            print(f"no {mode} attacker at xi = {xi:g}: its row is left out")
+            continue
+        reports = [evaluate_attack(seg, LearnedAttack(one), test) for one in loaded]
+        if not rows:
+            rows += baseline_rows(reports[0])
+            extra["reference"] = reports[0].reference
+        label = f"{SYMBOLS[mode]} (xi = {xi:g})"
+        row = {
+            **attack_row(label, xi, mode, average_over_seeds(reports)),
+            **interval_fields(reports, organs, seed=args.seed),
+            "split": "test",
+        }
+        rows.append(row)
+        print(f"test {label}, {len(reports)} seed(s): p {row['p']:.3f}")
+        if mode == "dv":
+            headline = loaded
+    return rows, headline
+
+
+def _random_row(args: argparse.Namespace, seg: Any, rows: list[dict], test: Any) -> list[dict]:
+    from .evaluation.attack_eval import evaluate_attack
+    from .evaluation.attacks import RandomAttack
+    from .evaluation.sweep import attack_row
+
+    learned = next(row for row in rows if row["mode"] == "dv")
+    report = evaluate_attack(seg, RandomAttack(learned["p"], "dv", seed=args.seed), test)
+    label = f"random D+V (p matched to xi = {learned['xi']:g})"
+    return [{**attack_row(label, None, "random", report), "matched_xi": learned["xi"]}]
+
+
+def _headline_extras(seg: Any, loaded: list[Any], test: Any, extra: dict[str, Any]) -> None:
+    """The latent diversity of the first headline attacker and the damage of posterior draws."""
+    from .evaluation.attack_eval import evaluate_attack
+    from .evaluation.attacks import LearnedAttack
+    from .evaluation.sweep import latent_diversity
+    from .inference import to_model_grid
+
+    images = to_model_grid(test[0], seg.spec).images
+    middle = images.shape[0] // 2
+    first = loaded[0]
+    extra["latent_diversity"] = latent_diversity(
+        LearnedAttack(first), images[middle - 4 : middle + 4]
+    )
+    extra["posterior_draws"] = []
+    for seed in (1, 2):
+        summary = evaluate_attack(seg, LearnedAttack(first, "posterior", 1.0, seed), test).summary()
+        keys = ("decrease_warped", "success_warped", "p")
+        extra["posterior_draws"].append({"seed": seed, **{k: summary[k] for k in keys}})

@@ -35,7 +35,7 @@ from ._cli_common import (
 )
 from .cli_attack import add_attack_commands
 from .cli_model import add_model_commands
-from .cli_sweep import add_sweep_command
+from .cli_sweep import add_report_command, add_sweep_command
 from .data.samples import MAX_SUBJECTS
 from .errors import AdvsegError
 from .validation import arg_float, arg_int, check_disk, check_output_dir, check_output_file
@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_eval_seg)
     add_attack_commands(commands)
     add_sweep_command(commands)
+    add_report_command(commands)
     add_model_commands(commands)
     return parser
 

@@ -98,6 +98,33 @@ def add_sweep_command(commands: Any) -> None:
     sweep.set_defaults(handler=sweep_command)
 
 
+def add_report_command(commands: Any) -> None:
+    """Register ``report`` on the ``advseg`` subparsers."""
+    report = commands.add_parser(
+        "report",
+        help="render a sweep's results as one self-contained HTML page",
+        description=(
+            "Render the --out folder of `advseg sweep` (rows.json, figure_slices.npz) as one "
+            "HTML file with everything embedded: Table 1 with intervals, Dice against xi and p, "
+            "the D-only, V-only and random rows, slices as the paper's Fig. 2, the command and "
+            "the versions. sweep writes it too, as report.html."
+        ),
+    )
+    report.add_argument("--sweep", type=Path, required=True, help="a sweep's --out folder")
+    report.add_argument(
+        "--out", type=Path, default=None, help="HTML file to write (default: SWEEP/report.html)"
+    )
+    report.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .evaluation.report import write_report
+
+    if args.out is not None:
+        check_output_file(args.out, "--out", (".html", ".htm"))
+    print(f"wrote {write_report(args.sweep, args.out)}")
+
+
 def _folder(out: Path, mode: str, xi: float, seed: int) -> Path:
     return out / "attackers" / f"{mode}_xi{xi:g}_seed{seed}"
 
@@ -178,8 +205,11 @@ def _check_plan(args: argparse.Namespace, has_validation: bool) -> None:
 
 def sweep_command(args: argparse.Namespace) -> None:
     """``advseg sweep``; see the module docstring."""
+    import numpy as np
+
     from .evaluation.attack_eval import evaluate_attack
     from .evaluation.attacks import LearnedAttack
+    from .evaluation.report import FIGURE_FILE, figure_slices, write_report
     from .evaluation.sweep import attack_row, baseline_rows, headline_row, write_outputs
 
     started = time.perf_counter()
@@ -195,7 +225,12 @@ def sweep_command(args: argparse.Namespace) -> None:
     organs = seg.spec.label_map.names
     test = eval_volumes(args, require_labels=False, cache_bytes=cache, label_map=seg.spec.label_map)
     attackers = _Attackers(args, seg)
-    extra: dict[str, Any] = {"seg": seg.name, "test_subjects": test.names}
+    extra: dict[str, Any] = {
+        "seg": seg.name,
+        "organs": organs,
+        "command": args.command_line,
+        "test_subjects": test.names,
+    }
 
     # 1. the headline xi, chosen on the validation subjects
     validation_rows: list[dict[str, Any]] = []
@@ -234,8 +269,12 @@ def sweep_command(args: argparse.Namespace) -> None:
     if headline_reports:
         rows += _random_row(args, seg, rows, test)
         _headline_extras(seg, headline_reports, test, extra)
+        slices = figure_slices(seg, LearnedAttack(headline_reports[0]), test[0])
+        args.out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.out / FIGURE_FILE, **slices)
     extra["seconds"] = round(time.perf_counter() - started, 1)
     written = write_outputs(rows, organs, args.out, extra, validation_rows)
+    written.append(write_report(args.out))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

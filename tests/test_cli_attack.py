@@ -146,6 +146,16 @@ def test_sweep_with_existing_attackers(trained_seg_dir, attackers, case, tmp_pat
     assert set(learned["dice_warped_ci"]) == set(learned["dice"])
     assert learned["seed_spread"]["dice_warped"]["liver"] is None  # one seed: no spread
     assert "| seeds |" in (out / "table.md").read_text()
+    from napari_advseg.evaluation.report import table_cells
+
+    from .test_report import Page
+
+    page = Page()
+    page.feed((out / "report.html").read_text())
+    assert page.external == [] and len(page.images) == 4  # plots and three Fig. 2 slices
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    organs = list(learned["dice"])
+    assert page.tables["test-warped"][1:] == [table_cells(r, organs, "dice_warped") for r in rows]
     assert extra["latent_diversity"]["samples"] == 8
     assert extra["headline"]["xi"] == rows[-1]["matched_xi"]
     assert [draw["seed"] for draw in extra["posterior_draws"]] == [1, 2]

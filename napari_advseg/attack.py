@@ -123,7 +123,7 @@ def attack_volume(
     }
     spacing = (volume.spacing[1], volume.spacing[2])
     total, total_hu, pixels, start = 0.0, 0.0, 0, 0
-    for batch in attack_slices(seg_model, method, grid, batch_size):
+    for batch in attack_slices(seg_model, method, grid, batch_size, volume):
         total += float((batch.attacked - batch.image).abs().sum())
         pixels += batch.image.numel()
         stop = start + batch.image.shape[0]

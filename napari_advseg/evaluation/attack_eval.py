@@ -1,19 +1,27 @@
 """Evaluating an attack on volumes (section 4): Dice before and after, the 30 % rule, p.
 
-Everything is measured on f_seg's grid (normalised slices at its pixel spacing; padding cropped
-off), except ``p_hu_fov``: mean |I_DV - I0| in Hounsfield units over the scan's own slices, with
-D and V applied to the scan at its own resolution (:func:`batch_on_source`). The reference is the
-ground truth when a volume has labels, else S0 (f_seg's own answer on I0). Dice of S_DV is
-reported against two references, labelled as such:
+Dice, ``p`` (eq. 7: mean |I_DV - I0| in normalised units over the whole field of view, the
+paper's Table 1), ``max_displacement`` (model pixels), ``folding`` and ``ssim`` are measured on
+f_seg's grid (normalised slices at its pixel spacing; padding cropped off). On the scan's own
+slices, with D and V applied to the scan at its own resolution (:func:`batch_on_source`):
 
-- ``original``: the reference itself, as in the paper's Table 1;
-- ``warped``: the reference moved by D (soft warp of its one-hot map, then argmax), the
-  anatomy-consistent reference: a deformation moves the organs, so a correct segmentation of
-  I_DV is the moved one.
+- ``p_hu_fov``: mean |I_DV - I0| in Hounsfield units over every voxel;
+- ``p_hu_body``: the same over the body only (:func:`.body_mask.body_mask`: per slice, the
+  largest connected component above -500 HU with its holes filled), so that a change in the air
+  around the patient does not count;
+- ``max_displacement_body``: the largest |D| in the body, mm;
+- ``folding_body``: the fraction of the body's pixels where D folds (Jacobian determinant <= 0).
 
-Cohort figures are means over subjects of 3D Dice; the decrease of an organ is
-``100 * (Dice(S0) - Dice(S_DV)) / Dice(S0)`` on those means, and an attack succeeds on the organ
-when the decrease is at least 30 % (the paper's rule).
+The reference R is the ground truth when a volume has labels, else S0 (f_seg's own answer on
+I0). Dice of S0 is scored against R; Dice of S_DV against two references, labelled as such:
+
+- ``warped``: R moved by D (soft warp of its one-hot map, then argmax), the anatomy-consistent
+  reference: a deformation moves the organs, so a correct segmentation of I_DV is the moved one;
+- ``original``: R itself, as in the paper's Table 1.
+
+Per subject, Dice is 3D over its slices. The cohort's decrease and success per organ follow the
+one rule of :mod:`.decrease`: paired over the subjects where both Dice values are defined
+(missing is never 0), ``100 * (mean before - mean after) / mean before``, success at 30 %.
 """
 
 from __future__ import annotations
@@ -33,17 +41,98 @@ from ..data.volume import Volume
 from ..inference import ModelGridSlices, labels_to_model_grid, to_model_grid
 from ..nets.warp import warp
 from ..segmentation import SegmentationModel
-from .attack_metrics import folding_fraction, max_displacement, perceptibility, ssim
-from .attacks import AttackMethod
+from .attack_metrics import (
+    folding_fraction,
+    masked_abs_sum,
+    masked_folding,
+    masked_max_displacement,
+    max_displacement,
+    perceptibility,
+    ssim,
+)
+from .attacks import AttackMethod, attacked_images
+from .body_mask import body_mask
+from .decrease import SUCCESS_DECREASE, OrganDecrease, decreases, paired_decrease, successes
 from .metrics import dice_per_label, mean_dice
 
-SUCCESS_DECREASE = 30.0
-"""An attack succeeds on an organ when its Dice decreases by at least this many percent."""
+__all__ = [
+    "SUCCESS_DECREASE",
+    "AttackReport",
+    "SliceBatch",
+    "SourceSlices",
+    "SubjectResult",
+    "attack_slices",
+    "attack_success",
+    "batch_on_source",
+    "dice_decrease",
+    "evaluate_attack",
+    "fields_on_source",
+    "source_slices",
+    "unpadded",
+    "warp_labels",
+    "warp_on_source",
+]
+
+
+@dataclass
+class SourceSlices:
+    """A batch's slices on the scan's own grid, where the HU and body measures are taken.
+
+    Attributes
+    ----------
+    grid
+        The volume's slices on f_seg's grid (padded, with its crop): how fields laid out as an
+        attack returns them reach the scan.
+    image_hu
+        (N, H, W) source slices in HU, canonical layout.
+    body
+        (N, H, W) their body (:func:`.body_mask.body_mask`).
+    spacing
+        The slices' (rows, columns) pixel size in mm.
+    """
+
+    grid: ModelGridSlices
+    image_hu: torch.Tensor
+    body: torch.Tensor
+    spacing: tuple[float, float]
+
+    @property
+    def crop(self) -> Crop:
+        """Where the unpadded slice lies in the padded model-grid slices."""
+        return self.grid.crop
+
+    @property
+    def body_pixels(self) -> int:
+        """How many source pixels of the batch lie in the body."""
+        return int(self.body.sum())
+
+    def on_source(
+        self, displacement: torch.Tensor, intensity: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """I_DV (HU), D (mm) and V (HU) on the scan for padded (D, V) as an attack returns them."""
+        return fields_on_source(
+            self.grid, displacement.cpu(), intensity.cpu(), self.image_hu, self.spacing
+        )
+
+    def p_hu_body(self, displacement: torch.Tensor, intensity: torch.Tensor) -> float | None:
+        """Mean |I_DV - I0| in HU over the batch's body voxels (None where there are none).
+
+        The evaluation's ``p_hu_body`` of the same fields, voxel for voxel.
+        """
+        count = self.body_pixels
+        if count == 0:
+            return None
+        attacked, _, _ = self.on_source(displacement, intensity)
+        return masked_abs_sum(attacked, self.image_hu, self.body) / count
 
 
 @dataclass
 class SliceBatch:
-    """One batch of attacked slices on f_seg's grid, padding cropped off."""
+    """One batch of attacked slices on f_seg's grid, padding cropped off.
+
+    ``source`` holds the batch's scan slices and body where :func:`attack_slices` was given the
+    volume.
+    """
 
     image: torch.Tensor
     displacement: torch.Tensor
@@ -53,18 +142,40 @@ class SliceBatch:
     s_dv: torch.Tensor
     probabilities_s0: torch.Tensor
     probabilities_dv: torch.Tensor
+    source: SourceSlices | None = None
+
+
+def source_slices(volume: Volume, grid: ModelGridSlices, start: int, stop: int) -> SourceSlices:
+    """Slices ``start:stop`` of ``volume`` on its own grid, with their body."""
+    image_hu = torch.from_numpy(np.asarray(volume.image[start:stop], np.float32))
+    body = torch.from_numpy(body_mask(image_hu.numpy()))
+    return SourceSlices(grid, image_hu, body, (volume.spacing[1], volume.spacing[2]))
 
 
 def attack_slices(
-    seg_model: SegmentationModel, method: AttackMethod, grid: ModelGridSlices, batch_size: int = 16
+    seg_model: SegmentationModel,
+    method: AttackMethod,
+    grid: ModelGridSlices,
+    batch_size: int = 16,
+    volume: Volume | None = None,
 ) -> Iterator[SliceBatch]:
-    """Attack every slice of a volume on f_seg's grid, batch by batch."""
+    """Attack every slice of a volume on f_seg's grid, batch by batch.
+
+    With ``volume`` (the volume ``grid`` was made from), each batch carries its scan slices and
+    body (:class:`SourceSlices`), and a method with ``uses_source`` is given them as ``source``.
+    """
     device = seg_model.device
     for start in range(0, grid.images.shape[0], batch_size):
         images = grid.images[start : start + batch_size].to(device)
-        displacement, intensity = method(images)
+        source = None
+        if volume is not None:
+            source = source_slices(volume, grid, start, start + images.shape[0])
+        if source is not None and getattr(method, "uses_source", False):
+            displacement, intensity = method(images, source=source)  # type: ignore[call-arg]
+        else:
+            displacement, intensity = method(images)
         with torch.no_grad():
-            attacked = warp(images, displacement) + intensity
+            attacked = attacked_images(images, displacement, intensity)
             p0 = torch.softmax(seg_model(images).float(), dim=1)
             pdv = torch.softmax(seg_model(attacked).float(), dim=1)
         crop: Crop = grid.crop
@@ -77,6 +188,7 @@ def attack_slices(
             class_map(crop(pdv)).cpu(),
             crop(p0).cpu(),
             crop(pdv).cpu(),
+            source,
         )
 
 
@@ -96,12 +208,37 @@ def warp_on_source(
     moving = displacement_mm.flatten(1).ne(0).any(dim=1)
     if not bool(moving.any()):
         return image_hu
-    spacing_y, spacing_x = spacing
-    scale = torch.tensor([spacing_x, spacing_y], dtype=displacement_mm.dtype)
-    pixels = displacement_mm[moving] / scale.to(displacement_mm.device).view(1, 2, 1, 1)
+    pixels = displacement_mm[moving] / _spacing_xy(spacing, displacement_mm)
     moved = image_hu.clone()
     moved[moving] = warp(image_hu[moving][:, None], pixels.to(image_hu.dtype))[:, 0]
     return moved
+
+
+def _spacing_xy(spacing: tuple[float, float], like: torch.Tensor) -> torch.Tensor:
+    """(1, 2, 1, 1): the columns' then the rows' pixel size, to turn mm along (x, y) to pixels."""
+    spacing_y, spacing_x = spacing
+    scale = torch.tensor([spacing_x, spacing_y], dtype=like.dtype, device=like.device)
+    return scale.view(1, 2, 1, 1)
+
+
+def fields_on_source(
+    grid: ModelGridSlices,
+    displacement: torch.Tensor,
+    intensity: torch.Tensor,
+    image_hu: torch.Tensor,
+    spacing: tuple[float, float],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """I_DV (HU), D (mm) and V (HU) on the source grid for fields laid out on ``grid``.
+
+    ``displacement`` (N, 2, H', W') in model pixels and ``intensity`` (N, 1, H', W') are cropped
+    by ``grid.crop`` (use :func:`unpadded` for fields already cropped), resampled to the source
+    grid (the model's layout undone), D converted to mm and V to HU (V * std), and
+    ``I_DV = warp(I0, D) + V`` there: nothing is clipped, and a zero attack gives I0 exactly.
+    """
+    displacement_mm = grid.displacement_to_source_mm(displacement)
+    intensity_hu = grid.to_source(intensity)[:, 0] * grid.stats.std
+    attacked_hu = warp_on_source(image_hu, displacement_mm, spacing) + intensity_hu
+    return attacked_hu, displacement_mm, intensity_hu
 
 
 def batch_on_source(
@@ -110,16 +247,10 @@ def batch_on_source(
     """I_DV (HU), D (mm) and V (HU) of a batch on the source grid, with D and V applied there.
 
     ``image_hu`` holds the batch's (N, H, W) source slices in HU, canonical layout, and
-    ``spacing`` their (rows, columns) pixel size in mm. D and V are resampled to the source grid
-    (the model's layout undone), D converted to source pixels and V to HU (V * std), and
-    ``I_DV = warp(I0, D) + V`` there: nothing is clipped, and a zero attack gives I0 exactly.
+    ``spacing`` their (rows, columns) pixel size in mm; see :func:`fields_on_source`.
     Returns (N, H, W), (N, 2, H, W) and (N, H, W) tensors.
     """
-    whole = unpadded(grid)
-    displacement_mm = whole.displacement_to_source_mm(batch.displacement)
-    intensity_hu = whole.to_source(batch.intensity)[:, 0] * grid.stats.std
-    attacked_hu = warp_on_source(image_hu, displacement_mm, spacing) + intensity_hu
-    return attacked_hu, displacement_mm, intensity_hu
+    return fields_on_source(unpadded(grid), batch.displacement, batch.intensity, image_hu, spacing)
 
 
 def warp_labels(labels: torch.Tensor, displacement: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -131,23 +262,27 @@ def warp_labels(labels: torch.Tensor, displacement: torch.Tensor, num_classes: i
 def dice_decrease(
     before: dict[str, float | None], after: dict[str, float | None]
 ) -> dict[str, float | None]:
-    """Relative decrease (%) per organ; ``None`` where the Dice before is 0 or undefined."""
-    return {
-        organ: None if not value or after[organ] is None else 100.0 * (value - after[organ]) / value
-        for organ, value in before.items()
-    }
+    """One subject's decrease (%) per organ, by :func:`.decrease.paired_decrease`.
+
+    ``None`` where either Dice is undefined or the Dice before is 0.
+    """
+    return decreases(paired_decrease([before], [after], before.keys()))
 
 
 def attack_success(decrease: dict[str, float | None]) -> dict[str, bool | None]:
     """Whether each organ's Dice fell by at least :data:`SUCCESS_DECREASE` percent."""
-    return {organ: None if v is None else v >= SUCCESS_DECREASE for organ, v in decrease.items()}
+    return {organ: OrganDecrease(None, None, v, 1).success for organ, v in decrease.items()}
 
 
 @dataclass
 class SubjectResult:
-    """One subject: 3D Dice per organ and the attack's per-slice measures averaged.
+    """One subject: 3D Dice per organ and the attack's measures (see the module docstring).
 
-    ``p`` is in normalised units on f_seg's grid; ``p_hu_fov`` in HU over the scan's own slices.
+    ``p`` is in normalised units on f_seg's grid (mean over slices), ``max_displacement`` in
+    model pixels (largest over slices), ``folding`` and ``ssim`` means over slices on f_seg's
+    grid. ``p_hu_fov`` (HU, every voxel), ``p_hu_body`` (HU, the body's voxels pooled),
+    ``max_displacement_body`` (mm) and ``folding_body`` (fraction of the body's pixels) are on
+    the scan's own grid; the body ones are None for a scan with no body at all.
     """
 
     subject: str
@@ -159,6 +294,19 @@ class SubjectResult:
     max_displacement: float
     folding: float
     ssim: float
+    p_hu_body: float | None = None
+    max_displacement_body: float | None = None
+    folding_body: float | None = None
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def _max(values: Sequence[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.max(defined)) if defined else None
 
 
 @dataclass
@@ -173,27 +321,45 @@ class AttackReport:
     slices: int = 0
 
     def summary(self) -> dict[str, Any]:
-        """Cohort means, decreases (%) and success per organ, for both references."""
-        s0 = mean_dice([s.dice_s0 for s in self.subjects], self.organs)
-        dv = mean_dice([s.dice_dv for s in self.subjects], self.organs)
-        dv_warped = mean_dice([s.dice_dv_warped for s in self.subjects], self.organs)
+        """Cohort figures: Dice, paired decreases (%) and success per organ, and the measures.
 
-        drop, drop_warped = dice_decrease(s0, dv), dice_decrease(s0, dv_warped)
+        Dice, by organ: ``dice_s0`` is the mean over the subjects where it is defined (f_seg's
+        own row); ``dice`` (S_DV against R) and ``dice_warped`` (against R moved by D) are the
+        means over the subjects paired with S0 (:func:`.decrease.paired_decrease`), whose S0
+        means are ``dice_s0_paired`` and ``dice_s0_paired_warped`` and whose counts are
+        ``subjects_paired`` and ``subjects_paired_warped``; ``decrease``/``decrease_warped``
+        (%) and ``success``/``success_warped`` come from those pairs.
 
+        Measures, means over subjects unless said: ``p`` (normalised, f_seg's grid), ``p_hu_fov``
+        (HU, every voxel of the scan), ``p_hu_body`` (HU, the body), ``max_displacement`` (model
+        pixels, the largest), ``max_displacement_body`` (mm on the scan, the largest),
+        ``folding`` (fraction of f_seg's pixels), ``folding_body`` (fraction of the body's
+        pixels), ``ssim``; ``seconds`` and ``slices`` of the whole evaluation.
+        """
+        before = [s.dice_s0 for s in self.subjects]
+        original = paired_decrease(before, [s.dice_dv for s in self.subjects], self.organs)
+        warped = paired_decrease(before, [s.dice_dv_warped for s in self.subjects], self.organs)
         return {
             "method": self.method,
             "reference": self.reference,
-            "dice_s0": s0,
-            "dice": dv,
-            "dice_warped": dv_warped,
-            "decrease": drop,
-            "decrease_warped": drop_warped,
-            "success": attack_success(drop),
-            "success_warped": attack_success(drop_warped),
+            "dice_s0": mean_dice(before, self.organs),
+            "dice": {o: original[o].after for o in self.organs},
+            "dice_warped": {o: warped[o].after for o in self.organs},
+            "decrease": decreases(original),
+            "decrease_warped": decreases(warped),
+            "success": successes(original),
+            "success_warped": successes(warped),
+            "dice_s0_paired": {o: original[o].before for o in self.organs},
+            "dice_s0_paired_warped": {o: warped[o].before for o in self.organs},
+            "subjects_paired": {o: original[o].subjects for o in self.organs},
+            "subjects_paired_warped": {o: warped[o].subjects for o in self.organs},
             "p": float(np.mean([s.p for s in self.subjects])),
             "p_hu_fov": float(np.mean([s.p_hu_fov for s in self.subjects])),
+            "p_hu_body": _mean([s.p_hu_body for s in self.subjects]),
             "max_displacement": float(np.max([s.max_displacement for s in self.subjects])),
+            "max_displacement_body": _max([s.max_displacement_body for s in self.subjects]),
             "folding": float(np.mean([s.folding for s in self.subjects])),
+            "folding_body": _mean([s.folding_body for s in self.subjects]),
             "ssim": float(np.mean([s.ssim for s in self.subjects])),
             "seconds": self.seconds,
             "slices": self.slices,
@@ -231,15 +397,28 @@ def evaluate_attack(
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("ref", "ref_w", "s0", "dv")}
         keys = ("p", "p_hu", "max_d", "fold", "ssim")
         per_slice: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-        spacing = (volume.spacing[1], volume.spacing[2])
+        body = {"sum": 0.0, "voxels": 0, "folded": 0, "seen": 0}
+        max_d_body: list[float] = []
         start = 0
         tick = time.perf_counter()
-        for batch in attack_slices(seg_model, method, grid, batch_size):
+        for batch in attack_slices(seg_model, method, grid, batch_size, volume):
             count = batch.image.shape[0]
             reference = truth[start : start + count] if truth is not None else batch.s0
-            image_hu = torch.from_numpy(np.asarray(volume.image[start : start + count], np.float32))
-            attacked_hu, _, _ = batch_on_source(batch, grid, image_hu, spacing)
-            per_slice["p_hu"].append(perceptibility(attacked_hu, image_hu))
+            source = batch.source
+            assert source is not None  # attack_slices was given the volume
+            attacked_hu, displacement_mm, _ = batch_on_source(
+                batch, grid, source.image_hu, source.spacing
+            )
+            per_slice["p_hu"].append(perceptibility(attacked_hu, source.image_hu))
+            body["sum"] += masked_abs_sum(attacked_hu, source.image_hu, source.body)
+            body["voxels"] += source.body_pixels
+            largest = masked_max_displacement(displacement_mm, source.body)
+            if largest is not None:
+                max_d_body.append(largest)
+            pixels = displacement_mm / _spacing_xy(source.spacing, displacement_mm)
+            folded, seen = masked_folding(pixels, source.body)
+            body["folded"] += folded
+            body["seen"] += seen
             start += count
             parts["ref"].append(reference)
             parts["ref_w"].append(
@@ -267,6 +446,9 @@ def evaluate_attack(
                 max_displacement=float(values["max_d"].max()),
                 folding=float(values["fold"].mean()),
                 ssim=float(values["ssim"].mean()),
+                p_hu_body=body["sum"] / body["voxels"] if body["voxels"] else None,
+                max_displacement_body=max(max_d_body) if max_d_body else None,
+                folding_body=body["folded"] / body["seen"] if body["seen"] else None,
             )
         )
     return report

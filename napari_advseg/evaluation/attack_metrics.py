@@ -1,4 +1,9 @@
-"""Per-slice measures of an attack: perceptibility, deformation size and folding, SSIM."""
+"""Measures of an attack: perceptibility, deformation size and folding, SSIM.
+
+The per-image measures (``perceptibility``, ``max_displacement``, ``folding_fraction``,
+``ssim``) cover the whole field of view; the ``masked_*`` ones return sums and counts over a mask
+(the body, :mod:`.body_mask`), so that a subject's figure pools its slices voxel by voxel.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +28,35 @@ def folding_fraction(displacement: torch.Tensor) -> torch.Tensor:
     if displacement.shape[-1] < 3 or displacement.shape[-2] < 3:
         return displacement.new_zeros(displacement.shape[0])
     return (jacobian_determinant(displacement) <= 0).float().flatten(1).mean(dim=1)
+
+
+def masked_abs_sum(attacked: torch.Tensor, original: torch.Tensor, mask: torch.Tensor) -> float:
+    """Sum of |I_DV - I0| over the pixels where ``mask`` is true (float64), (N, H, W) each."""
+    return float((attacked.double() - original.double()).abs()[mask].sum())
+
+
+def masked_max_displacement(displacement: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """Largest |D| over the pixels of (N, H, W) ``mask``, in D's units; None where it is empty.
+
+    ``displacement`` is (N, 2, H, W).
+    """
+    if not bool(mask.any()):
+        return None
+    return float(displacement.double().pow(2).sum(dim=1).sqrt()[mask].max())
+
+
+def masked_folding(displacement: torch.Tensor, mask: torch.Tensor) -> tuple[int, int]:
+    """(folded, counted): pixels of ``mask`` where det(J) <= 0, and the pixels of ``mask`` seen.
+
+    ``displacement`` is (N, 2, H, W) in pixels (any pixel aspect: the determinant is the same
+    in pixels as in millimetres); the determinant is taken by central differences, so the
+    outermost row and column of each slice are not counted.
+    """
+    if displacement.shape[-1] < 3 or displacement.shape[-2] < 3:
+        return 0, 0
+    inner = mask[:, 1:-1, 1:-1]
+    folded = (jacobian_determinant(displacement.double()) <= 0) & inner
+    return int(folded.sum()), int(inner.sum())
 
 
 def ssim(

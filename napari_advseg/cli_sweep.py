@@ -327,8 +327,9 @@ def _random_row(args: argparse.Namespace, seg: Any, rows: list[dict], test: Any)
     from .evaluation.sweep import attack_row
 
     learned = next(row for row in rows if row["mode"] == "dv")
-    report = evaluate_attack(seg, RandomAttack(learned["p"], "dv", seed=args.seed), test)
-    label = f"random D+V (p matched to xi = {learned['xi']:g})"
+    # matched on the in-body size, so that the baseline cannot spend its budget in air
+    report = evaluate_attack(seg, RandomAttack(learned["p_hu_body"], "dv", seed=args.seed), test)
+    label = f"random D+V (in-body p matched to xi = {learned['xi']:g})"
     return [{**attack_row(label, None, "random", report), "matched_xi": learned["xi"]}]
 
 

@@ -101,7 +101,7 @@ def test_the_page_is_self_contained_and_its_tables_are_the_rows(tmp_path):
         ("validation", data["validation_rows"], "dice_warped"),
     ):
         table = page.tables[name]
-        assert table[0] == ["", "Liver", "Spleen", "p", "p (HU)", "seeds"]
+        assert table[0] == ["", "Liver", "Spleen", "p", "p (HU, FOV)", "p (HU, body)", "seeds"]
         assert table[1:] == [table_cells(r, ORGANS, key) for r in rows]
     assert page.tables["test-warped"][2] == [
         "I_DV (xi = 2)",
@@ -109,6 +109,7 @@ def test_the_page_is_self_contained_and_its_tables_are_the_rows(tmp_path):
         "-",
         "0.080 [0.070, 0.090]",
         "8.0",
+        "-",
         "3",
     ]
     text = path.read_text()

@@ -62,18 +62,19 @@ def p_cell(value: float | None, interval: Sequence[float] | None = None) -> str:
 def table_cells(row: Mapping[str, Any], organs: Sequence[str], key: str) -> list[str]:
     """The cells of one row of a report table: label, organs' Dice, p, p in HU, seeds."""
     intervals = row.get(f"{key}_ci") or {}
-    p_hu = row.get("p_hu_fov")
+    p_hu, p_body = row.get("p_hu_fov"), row.get("p_hu_body")
     return [
         str(row["label"]),
         *(dice_cell(row[key][organ], intervals.get(organ)) for organ in organs),
         p_cell(row.get("p"), row.get("p_ci")),
         "-" if p_hu is None else f"{p_hu:.1f}",
+        "-" if p_body is None else f"{p_body:.1f}",
         str(row.get("seeds", "-" if row.get("mode") is None else 1)),
     ]
 
 
 def _table(rows: Sequence[Mapping[str, Any]], organs: Sequence[str], key: str, name: str) -> str:
-    head = ["", *(o.capitalize() for o in organs), "p", "p (HU)", "seeds"]
+    head = ["", *(o.capitalize() for o in organs), "p", "p (HU, FOV)", "p (HU, body)", "seeds"]
     lines = [
         f'<table class="{name}">',
         "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head),

@@ -61,10 +61,11 @@ def average_over_seeds(reports: Sequence[AttackReport]) -> AttackReport:
                     organ: _mean_of([getattr(run, item.name)[organ] for run in runs])
                     for organ in organs
                 }
-            elif item.name == "max_displacement" or item.name.startswith("max_"):
-                values[item.name] = float(np.max([getattr(run, item.name) for run in runs]))
-            else:
-                values[item.name] = float(np.mean([getattr(run, item.name) for run in runs]))
+            else:  # the largest of a maximum, the mean of anything else; None where none is
+                given = [getattr(run, item.name) for run in runs]
+                defined = [value for value in given if value is not None]
+                combine = np.max if item.name.startswith("max_") else np.mean
+                values[item.name] = float(combine(defined)) if defined else None
         subjects.append(SubjectResult(**values))
     first = reports[0]
     return AttackReport(
@@ -89,6 +90,7 @@ def cohort_figures(subjects: Sequence[SubjectResult], organs: Sequence[str]) -> 
         "decrease_warped": {o: warped[o].decrease for o in organs},
         "p": float(np.mean([s.p for s in subjects])),
         "p_hu_fov": float(np.mean([s.p_hu_fov for s in subjects])),
+        "p_hu_body": _mean_of([s.p_hu_body for s in subjects]),
     }
 
 
@@ -139,6 +141,7 @@ def seed_spread(reports: Sequence[AttackReport], organs: Sequence[str]) -> dict[
     for key in ("dice_warped", "decrease_warped", "dice"):
         result[key] = {o: spread([f[key][o] for f in per_seed]) for o in organs}
     result["p"] = spread([f["p"] for f in per_seed])
+    result["p_hu_body"] = spread([f["p_hu_body"] for f in per_seed])
     return result
 
 

@@ -33,6 +33,7 @@ def baseline_rows(report: AttackReport) -> list[dict[str, Any]]:
             "dice_warped": s0,
             "p": None,
             "p_hu_fov": None,
+            "p_hu_body": None,
         },
         {
             "label": f"U-Net {SUCCESS_DECREASE:g}% decrease",
@@ -42,6 +43,7 @@ def baseline_rows(report: AttackReport) -> list[dict[str, Any]]:
             "dice_warped": line,
             "p": None,
             "p_hu_fov": None,
+            "p_hu_body": None,
         },
     ]
 
@@ -57,11 +59,14 @@ def attack_row(label: str, xi: float | None, mode: str, report: AttackReport) ->
         "dice_warped": summary["dice_warped"],
         "p": summary["p"],
         "p_hu_fov": summary["p_hu_fov"],
+        "p_hu_body": summary["p_hu_body"],
         "decrease": summary["decrease"],
         "decrease_warped": summary["decrease_warped"],
         "success_warped": summary["success_warped"],
         "max_displacement": summary["max_displacement"],
+        "max_displacement_body_mm": summary["max_displacement_body"],
         "folding": summary["folding"],
+        "folding_body": summary["folding_body"],
         "ssim": summary["ssim"],
         "seconds_per_slice": summary["seconds"] / max(summary["slices"], 1),
     }
@@ -131,21 +136,23 @@ def _pct_interval(value: float | None, interval: Sequence[float] | None) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], organs: Sequence[str], key: str = "dice") -> str:
-    """Table 1's layout: Dice (%) per organ, p (normalised units) and p in HU over the FOV.
+    """Table 1's layout: Dice (%) per organ, p, and p in HU over the FOV and in the body.
 
     A row over several seeds shows its 95 % bootstrap interval (``<key>_ci``) after each value.
     """
-    header = "| | " + " | ".join(o.capitalize() for o in organs) + " | p | p (HU) | seeds |"
-    lines = [header, "|---" * (len(organs) + 4) + "|"]
+    header = " | ".join(o.capitalize() for o in organs)
+    header = f"| | {header} | p | p (HU, FOV) | p (HU, body) | seeds |"
+    lines = [header, "|---" * (len(organs) + 5) + "|"]
     for row in rows:
         intervals = row.get(f"{key}_ci") or {}
         p = "-" if row["p"] is None else f"{row['p']:.3f}"
         if row.get("p_ci") is not None:
             p += f" [{row['p_ci'][0]:.3f}, {row['p_ci'][1]:.3f}]"
         p_hu = "-" if row.get("p_hu_fov") is None else f"{row['p_hu_fov']:.1f}"
+        p_body = "-" if row.get("p_hu_body") is None else f"{row['p_hu_body']:.1f}"
         cells = " | ".join(_pct_interval(row[key][o], intervals.get(o)) for o in organs)
         seeds = row.get("seeds", "-" if row["mode"] is None else 1)
-        lines.append(f"| {row['label']} | {cells} | {p} | {p_hu} | {seeds} |")
+        lines.append(f"| {row['label']} | {cells} | {p} | {p_hu} | {p_body} | {seeds} |")
     return "\n".join(lines)
 
 
@@ -212,6 +219,7 @@ def write_outputs(
                 "p_ci_low",
                 "p_ci_high",
                 "p_hu_fov",
+                "p_hu_body",
             ]
         )
         tagged = [("validation", r) for r in validation_rows] + [("test", r) for r in rows]
@@ -229,6 +237,7 @@ def write_outputs(
                     row["p"],
                     *(row.get("p_ci") or (None, None)),
                     row.get("p_hu_fov"),
+                    row.get("p_hu_body"),
                 ]
             )
     written.append(table)

@@ -6,11 +6,12 @@ import argparse
 import signal
 import sys
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .data.lazy import LazyVolumes
-from .data.samples import MAX_SUBJECTS
+from .data.samples import MAX_SUBJECTS, SAMPLE_NAMES
 from .data.splits import PAPER_SPLIT
 from .errors import InvalidInputError
 from .labels import DEFAULT_LABEL_MAP, LabelMap
@@ -41,9 +42,13 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | No
     group.add_argument(
         "--sample",
         nargs="+",
-        choices=("phantom", "real"),
+        choices=SAMPLE_NAMES,
         default=default_sample,
-        help="bundled sample(s): the phantom cohort and/or the real CT case",
+        help=(
+            "bundled sample(s): the phantom cohort and/or the real CT case (real: all of it; "
+            "real-test: its held-out block of slices 20-31; real-train: the rest, less two guard "
+            "slices on each side)"
+        ),
     )
     group.add_argument(
         "--split",
@@ -240,7 +245,7 @@ def eval_volumes(
     holds one subject at a time; ``cache_bytes`` keeps some for a second pass.
     """
     from .data.label_remap import relabeled_volumes, remapped_file_volumes
-    from .data.samples import PhantomCohort, load_real_case
+    from .data.samples import PhantomCohort, load_real_case, real_case_part
 
     check_data_choice(args)
     if args.dataset is not None:
@@ -264,7 +269,15 @@ def eval_volumes(
         volumes += cohort.lazy_volumes(args.split or default_split, cache_bytes)
     if "real" in args.sample:
         volumes += LazyVolumes([("abdomen_ct_ts", load_real_case)], cache_bytes)
+    for part in ("train", "test"):
+        if f"real-{part}" in args.sample:  # a few slices of a small case: made at once
+            blocks = real_case_part(part)
+            volumes += LazyVolumes([(b.name, partial(_itself, b)) for b in blocks], cache_bytes)
     return relabeled_volumes(volumes, DEFAULT_LABEL_MAP, label_map, args.label_map)
+
+
+def _itself(volume: Any) -> Any:
+    return volume
 
 
 def check_training_out(out: Path, resume: bool, overwrite: bool, *resume_from: Path) -> None:

@@ -229,7 +229,7 @@ def _training_data(
 
     The organs are a dataset folder's own, else the paper's four.
     """
-    from .data.samples import PhantomCohort, load_real_case
+    from .data.samples import REAL_TEST_BLOCK, PhantomCohort, load_real_case, real_case_part
     from .data.splits import split_subjects
     from .labels import DEFAULT_LABEL_MAP
 
@@ -266,6 +266,17 @@ def _training_data(
             "case": "abdomen_ct_ts",
             "weight": args.real_weight,
             "note": "in the training set: Dice on it is in-sample",
+        }
+    if "real-train" in args.sample:
+        blocks = real_case_part("train")
+        train += blocks
+        weights += [args.real_weight] * len(blocks)
+        data["real"] = {
+            "case": "abdomen_ct_ts",
+            "slices": [block.name for block in blocks],
+            "weight": args.real_weight,
+            "held_out": f"slices {REAL_TEST_BLOCK[0]} to {REAL_TEST_BLOCK[1] - 1} "
+            "(--sample real-test), with two guard slices on each side",
         }
     return train, val, weights, data, DEFAULT_LABEL_MAP
 

@@ -20,7 +20,12 @@ from .phantom import PhantomConfig, generate_phantom
 from .splits import SPLIT_NAMES, split_subjects
 from .volume import Volume
 
-SAMPLE_NAMES = ("phantom", "real")
+SAMPLE_NAMES = ("phantom", "real", "real-train", "real-test")
+REAL_TEST_BLOCK = (20, 32)
+"""Axial slices [start, stop) of the real case held out from training: 12 contiguous slices
+(36 mm), each showing all four organs. ``real-test`` is this block; ``real-train`` the rest but
+:data:`REAL_GUARD` slices on each side, so that no trained slice neighbours a held-out one."""
+REAL_GUARD = 2
 MAX_SUBJECTS = 1000
 """The largest phantom cohort the command line makes (the paper's has 150 subjects)."""
 CACHED_SUBJECTS = 16
@@ -38,6 +43,24 @@ def load_real_case() -> Volume:
     volume = load_volume(folder / "ct.nii.gz", folder / "labels.nii.gz")
     volume.name = "abdomen_ct_ts"
     return volume
+
+
+def real_case_part(part: str) -> list[Volume]:
+    """The real case's held-out block (``"test"``) or the slices a model may train on.
+
+    ``"train"`` gives the two blocks outside the held-out one and its guard slices. Each block
+    keeps its place in space (its grid), so results written on it overlay the case.
+    """
+    volume = load_real_case()
+    start, stop = REAL_TEST_BLOCK
+    if part == "test":
+        return [volume.block(start, stop)]
+    if part != "train":
+        raise InvalidInputError(f"The real case's parts are train and test, not {part!r}.")
+    return [
+        volume.block(0, start - REAL_GUARD),
+        volume.block(stop + REAL_GUARD, volume.num_slices),
+    ]
 
 
 @dataclass(frozen=True)

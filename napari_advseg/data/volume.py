@@ -69,16 +69,24 @@ class SourceGrid:
 
         A (1, y, x) array written on it overlays that slice of the source in any viewer.
         """
+        return self.axial_block(index, index + 1)
+
+    def axial_block(self, start: int, stop: int) -> SourceGrid:
+        """The grid of canonical slices ``start`` to ``stop - 1``, in their place in space."""
         transform = self._to_canonical()
         axis = int(np.flatnonzero(transform[:, 0] == 2)[0])  # the file axis that is canonical z
         size = self.shape[axis]
-        if not 0 <= index < size:
-            raise InvalidInputError(f"Slice {index} is outside the volume's {size} slices.")
-        voxel = index if transform[axis, 1] > 0 else size - 1 - index
+        if not 0 <= start < stop <= size:
+            if stop == start + 1:
+                raise InvalidInputError(f"Slice {start} is outside the volume's {size} slices.")
+            raise InvalidInputError(
+                f"Slices {start} to {stop - 1} are not within the volume's {size} slices."
+            )
+        voxel = start if transform[axis, 1] > 0 else size - stop
         shift = np.eye(4)
         shift[axis, 3] = voxel
         shape = list(self.shape)
-        shape[axis] = 1
+        shape[axis] = stop - start
         return SourceGrid(self.affine @ shift, (shape[0], shape[1], shape[2]))
 
     def canonical_spacing(self) -> tuple[float, float, float]:
@@ -131,6 +139,19 @@ class Volume:
     def num_slices(self) -> int:
         """Number of axial slices."""
         return int(self.image.shape[0])
+
+    def block(self, start: int, stop: int, name: str | None = None) -> Volume:
+        """Canonical slices ``start`` to ``stop - 1`` as a volume in their place in space."""
+        grid = self.grid.axial_block(start, stop) if self.grid is not None else None
+        labels = None if self.labels is None else self.labels[start:stop]
+        return Volume(
+            self.image[start:stop],
+            self.spacing,
+            labels,
+            name or f"{self.name}[{start}:{stop}]",
+            grid,
+            self.label_map,
+        )
 
     def require_labels(self) -> np.ndarray:
         """Return the labels, or raise if there are none or none is foreground."""

@@ -100,10 +100,10 @@ def test_gradients_reach_encoder_and_both_decoders():
 
 
 def test_critic_scores_each_image():
-    for config in (CriticConfig(base_channels=4, depth=3), CriticConfig(4, 3, "none")):
-        assert Critic(config)(torch.randn(3, 1, 32, 24)).shape == (3,)
+    for norm in ("layer", "none", "batch"):
+        assert Critic(CriticConfig(4, 3, norm))(torch.randn(3, 1, 32, 24)).shape == (3,)
     with pytest.raises(InvalidInputError):
-        CriticConfig(norm="layer")
+        CriticConfig(norm="instance")
 
 
 def test_loss_terms_by_hand():

@@ -132,11 +132,11 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path, organ_everywhere):
 
 def test_resume_with_another_critic_or_settings_is_one_line(tmp_path, organ_everywhere):
     out = tmp_path / "att"
-    list(attack(out, organ_everywhere).run())  # weight clipping: critic with batch norm
+    list(attack(out, organ_everywhere).run())  # weight clipping
     with pytest.raises(CheckpointError, match="cannot resume with other settings") as error:
         attack(out, organ_everywhere, resume=True, config=attack_quick(gradient_penalty=10.0))
     message = str(error.value)
-    assert "\n" not in message and "critic" in message and "gradient_penalty" in message
+    assert "\n" not in message and "gradient_penalty 0.0 -> 10.0" in message
     with pytest.raises(CheckpointError, match=r"xi 2\.0 -> 3\.0"):
         attack(out, organ_everywhere, resume=True, config=attack_quick(xi=3.0))
     other_critic = CriticConfig(base_channels=8, depth=3)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import CheckpointError, InvalidInputError
@@ -25,6 +25,13 @@ class AttackTrainingConfig:
         Target masked cross-entropy of eq. 4, nats per organ pixel.
     reference
         ``"warped"`` (anatomy-consistent: S0 warped by D) or ``"original"`` (eq. 4 literally).
+    eq5
+        The form of eq. 5 (:data:`losses.EQ5_FORMS`, :func:`losses.eq5_reference`): ``"hard"``
+        (default) cross-entropy against the one-hot of S0's labels moved by D as labels are;
+        ``"kl"`` KL(S0 warped || S_DV); ``"soft"`` cross-entropy against S0's warped
+        probabilities, which D can lower-bound by blurring them (their entropy counts towards
+        xi). A config recorded without this entry was trained with ``"soft"`` and reads so
+        (:data:`LEGACY_SETTINGS`).
     lambda_d, lambda_v
         Weights of eq. 2 (paper: 0.1 and 0.01).
     kl_weight
@@ -52,6 +59,7 @@ class AttackTrainingConfig:
 
     xi: float = 2.0
     reference: str = "warped"
+    eq5: str = "hard"
     lambda_d: float = 0.1
     lambda_v: float = 0.01
     kl_weight: float = 0.01
@@ -76,6 +84,10 @@ class AttackTrainingConfig:
     def __post_init__(self) -> None:
         if self.reference not in losses.REFERENCES:
             raise InvalidInputError(f"reference must be one of {losses.REFERENCES}.")
+        if self.eq5 not in losses.EQ5_FORMS:
+            raise InvalidInputError(
+                f"eq5 must be one of {', '.join(losses.EQ5_FORMS)}, got {self.eq5!r}."
+            )
         check_number(self.xi, "xi", low=0.0, high=100.0)
         for name in ("lambda_d", "lambda_v", "kl_weight", "diversity_weight"):
             check_number(getattr(self, name), name, low=0.0, high=1e6)
@@ -102,6 +114,32 @@ class AttackTrainingConfig:
         """JSON-ready form."""
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AttackTrainingConfig:
+        """The settings a checkpoint's ``attack`` entry records.
+
+        An entry it lacks takes the value it had before the entry existed
+        (:data:`LEGACY_SETTINGS`: ``eq5`` reads ``"soft"``), else the default; entries this
+        version does not know are ignored.
+
+        Raises
+        ------
+        InvalidInputError
+            One line, for a value out of range or of an unknown form.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidInputError(f"Not attack training settings: {data!r}.")
+        known = {f.name for f in fields(cls)}
+        values = {**LEGACY_SETTINGS, **{k: v for k, v in data.items() if k in known}}
+        return cls(**values)
+
+
+LEGACY_SETTINGS: dict[str, Any] = {"eq5": "soft"}
+"""What a recorded config without an entry was trained with, where that is not the default now.
+
+Attackers trained before ``eq5`` existed used the soft cross-entropy; they load, resume and
+are described as ``"soft"``, while new runs default to ``"hard"``.
+"""
 
 RESUME_FREE = ("steps", "monitor_every", "checkpoint_every", "device")
 """Settings a resumed run may change; all others must be those the checkpoint was trained with."""
@@ -138,7 +176,7 @@ def check_resumable(
         differences.append(f"attacker {attacker} -> {requested[0]}")
     if critic != requested[1]:
         differences.append(f"critic {critic} -> {requested[1]}")
-    stored = config["attack"]
+    stored = {**LEGACY_SETTINGS, **config["attack"]}
     for name, value in requested[2].to_dict().items():
         if name not in RESUME_FREE and name in stored and stored[name] != value:
             differences.append(f"{name} {stored[name]!r} -> {value!r}")

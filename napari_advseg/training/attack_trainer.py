@@ -2,9 +2,11 @@
 
 Each step trains the critic ``critic_steps`` times on fresh batches (eq. 3, with weight clipping
 or a gradient penalty), then the generator once on eq. 6 (+ the KL term). f_seg is frozen: eval
-mode, so its batch-norm statistics never move, and no gradient to its weights. The output folder
-holds the attacker (what the app and the evaluation load) together with the critic and both
-optimizers' states for ``resume``.
+mode, so its batch-norm statistics never move, and no gradient to its weights. The critic is in
+train mode for its own steps and in eval mode for the generator's, and scores real and fake in
+one pass (with batch norm they then share the batch statistics, so a batch-wide intensity shift
+is not normalised away). The output folder holds the attacker (what the app and the evaluation
+load) together with the critic and both optimizers' states for ``resume``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import torch
 from ..class_map import class_map
 from ..data.volume import Volume
 from ..errors import CheckpointError, InvalidInputError
-from ..evaluation.metrics import overall_mean
+from ..evaluation.decrease import decreases, paired_decrease
+from ..evaluation.metrics import dice_per_label, overall_mean
+from ..labels import LabelMap
 from ..nets.attacker import Attacker, AttackerConfig, AttackOutput, Encoding
 from ..nets.critic import Critic, CriticConfig
 from ..nets.unet import UNet
@@ -57,25 +61,39 @@ from .events import (
 from .memory import FLOAT_BYTES, attack_training_bytes, check_run_memory, slices_bytes
 from .slice_bank import SliceBank
 
+DEFAULT_CRITIC = CriticConfig(norm="layer")
+"""The critic a run gets unless told otherwise: per-sample layer norm.
+
+Not batch norm: its statistics couple the images of a batch, so a batch-wide intensity shift
+(what V does) is normalised away, and the gradient penalty's per-sample gradients are mixed.
+Layer norm rather than none: it keeps each image's score its own (as the penalty assumes;
+Gulrajani et al. 2017 recommend it), and it keeps the activations' scale under weight clipping,
+the paper's setting and the default, which without normalisation shrinks them level by level.
+"""
+
 
 def dice_drop(
-    seg_model: SegmentationModel,
+    label_map: LabelMap,
     s0_labels: torch.Tensor,
-    reference: torch.Tensor,
     sdv_labels: torch.Tensor,
+    displacement: torch.Tensor | None,
+    num_classes: int,
 ) -> dict[str, float | None]:
-    """Per organ: relative decrease (%) of batch Dice, S0 vs S_DV, both against ``reference``."""
-    result: dict[str, float | None] = {}
-    for label in seg_model.spec.label_map:
-        ref = reference == label.id
-        dice = []
-        for prediction in (s0_labels, sdv_labels):
-            pred = prediction == label.id
-            total = int(pred.sum() + ref.sum())
-            dice.append(None if total == 0 else 2.0 * int((pred & ref).sum()) / total)
-        before, after = dice
-        result[label.name] = None if not before else 100.0 * (before - (after or 0.0)) / before
-    return result
+    """Per organ: the decrease (%) of :mod:`~napari_advseg.evaluation.decrease`, batch as one.
+
+    The reference R is S0's labels (the trainer has no ground truth): Dice(S0) is scored against
+    R, Dice(S_DV) against R moved by ``displacement`` as labels are (R itself for ``None``, the
+    ``"original"`` reference); the batch is one subject.
+    """
+    reference = s0_labels
+    moved = (
+        reference
+        if displacement is None
+        else losses.move_labels(reference, displacement, num_classes)
+    )
+    before = dice_per_label(s0_labels.cpu().numpy(), reference.cpu().numpy(), label_map)
+    after = dice_per_label(sdv_labels.cpu().numpy(), moved.cpu().numpy(), label_map)
+    return decreases(paired_decrease([before], [after], label_map.names))
 
 
 class AttackTrainer(StoppableTrainer):
@@ -145,9 +163,14 @@ class AttackTrainer(StoppableTrainer):
             }
         self.attacker_config = attacker = attacker_config or AttackerConfig()
         self.config = cfg = config or AttackTrainingConfig()
-        self.critic_config = critic = critic_config or CriticConfig(
-            norm="none" if cfg.gradient_penalty > 0 else "batch"
-        )
+        if critic_config is None and resume:
+            critic_config = self._saved_critic(out_dir)
+        self.critic_config = critic = critic_config or DEFAULT_CRITIC
+        if not critic.per_sample and cfg.gradient_penalty > 0:
+            raise InvalidInputError(
+                "A batch-norm critic mixes the images whose gradients the gradient penalty "
+                "takes one by one; use critic norm 'layer' or 'none' with a gradient penalty."
+            )
         if cfg.crop_size % attacker.stride:
             raise InvalidInputError(
                 f"Crop size {cfg.crop_size} must be a multiple of the attacker's stride "
@@ -178,6 +201,18 @@ class AttackTrainer(StoppableTrainer):
             f"Training an attacker ({attacker.base_channels} base channels) on "
             f"{cfg.batch_size} crops of {cfg.crop_size} pixels",
         )
+
+    @staticmethod
+    def _saved_critic(out_dir: str | os.PathLike[str]) -> CriticConfig | None:
+        """The critic a checkpoint to resume records (its norm included), if it can be read.
+
+        A folder that cannot be read is left to the checks that follow, which say why.
+        """
+        try:
+            config = read_config(out_dir, ATTACKER_KIND)
+            return attacker_architectures(out_dir, config)[1]
+        except (CheckpointError, OSError):
+            return None
 
     def _check_resume(self) -> None:
         """Refuse, in one line, a checkpoint that this run cannot continue."""
@@ -273,15 +308,17 @@ class AttackTrainer(StoppableTrainer):
         device: torch.device,
     ) -> float:
         cfg = self.config
+        critic.train()
         estimate = 0.0
         for _ in range(cfg.critic_steps):
             real = bank.sample(cfg.batch_size, rng).to(device)
             with torch.no_grad():
                 fake = attacker(real, generator)[0].image
-            loss = losses.critic_loss(critic(real), critic(fake))
+            loss = losses.critic_loss(*_score(critic, real, fake))
             estimate = -float(loss.detach())
             if cfg.gradient_penalty > 0:
-                loss = loss + cfg.gradient_penalty * losses.gradient_penalty(critic, real, fake)
+                penalty = losses.gradient_penalty(critic, real, fake, generator)
+                loss = loss + cfg.gradient_penalty * penalty
             check_step({"critic": loss}, "loss")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -312,19 +349,20 @@ class AttackTrainer(StoppableTrainer):
         posterior = encoding.posterior
         z_d, z_v = attacker.sample_latents(posterior, "posterior", 1.0, generator)
         output = attacker.decode(encoding, real, z_d, z_v)
-        reference = losses.segmentation_reference(s0, output.displacement, cfg.reference)
+        reference = losses.eq5_reference(s0, output.displacement, cfg.reference, cfg.eq5)
         logits_dv = seg.logits(output.image)
-        xent = losses.masked_cross_entropy(reference, logits_dv)
+        xent = losses.masked_cross_entropy(reference, logits_dv, cfg.eq5)
         if cfg.per_organ:
             xi_term = losses.organ_xi_loss(
-                *losses.organ_cross_entropy(reference, logits_dv), cfg.xi
+                *losses.organ_cross_entropy(reference, logits_dv, eq5=cfg.eq5), cfg.xi
             )
         else:
             xi_term = losses.xi_loss(xent, cfg.xi)
+        critic.eval()  # the generator is scored, not the critic trained: no batch statistics
         for parameter in critic.parameters():
             parameter.requires_grad_(False)
         terms = {
-            "adversarial": losses.generator_adversarial_loss(critic(real), critic(output.image)),
+            "adversarial": losses.generator_adversarial_loss(*_score(critic, real, output.image)),
             "xi": xi_term,
             "displacement": losses.displacement_penalty(output.displacement, cfg.lambda_d),
             "intensity": losses.intensity_penalty(output.intensity, cfg.lambda_v),
@@ -377,10 +415,10 @@ class AttackTrainer(StoppableTrainer):
         encoding = attacker.encode(images)
         z_d, z_v = attacker.sample_latents(encoding.posterior, "mean")
         output = attacker.decode(encoding, images, z_d, z_v)
-        s0 = torch.softmax(seg.logits(images), dim=1)
-        reference = losses.segmentation_reference(s0, output.displacement, self.config.reference)
+        logits = seg.logits(images)
         s_dv = class_map(seg.logits(output.image))
-        drop = dice_drop(seg, class_map(s0), class_map(reference), s_dv)
+        moved = output.displacement if self.config.reference == "warped" else None
+        drop = dice_drop(seg.spec.label_map, class_map(logits), s_dv, moved, logits.shape[1])
         p = float((output.image - images).abs().mean())
         return AttackProgress(step, drop, overall_mean(drop), p)
 
@@ -450,6 +488,14 @@ class AttackTrainer(StoppableTrainer):
             raise CheckpointError(
                 f"{self.out_dir}: holds no usable resume state ({error}); train into a new folder."
             ) from error
+
+
+def _score(
+    critic: Critic, real: torch.Tensor, fake: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The critic's scores of ``real`` and ``fake``, in one pass (shared batch statistics)."""
+    scores = critic(torch.cat([real, fake]))
+    return scores[: real.shape[0]], scores[real.shape[0] :]
 
 
 __all__ = [

@@ -6,6 +6,14 @@ How each term is averaged (the paper gives sums without saying):
   the mean over the batch; pixels, not sums, so the weights mean the same at any image size.
 - eq. 5: the masked cross-entropy of each image is ``sum(M * CE) / sum(M)``: the mean
   cross-entropy per organ pixel, so xi is in nats per organ pixel whatever the organ's size.
+  Its reference comes in three forms (:data:`EQ5_FORMS`, :func:`eq5_reference`): ``"hard"``
+  (default) the one-hot of S0's labels, moved by D as labels are moved; ``"kl"`` S0's
+  probabilities (warped bilinearly) with the reference's own entropy subtracted, i.e.
+  KL(ref || S_DV); ``"soft"`` the cross-entropy against S0's warped probabilities, as
+  attackers trained before the choice existed were. CE against soft targets is
+  H(ref) + KL(ref || S_DV), and a bilinear warp raises H(ref): under ``"soft"`` D earns xi by
+  blurring the reference, without fooling f_seg. A one-hot reference has no entropy for D to
+  raise, and the KL form takes it out.
 - eq. 4: ``(xi - f_xent^M)^2`` per image, then the mean over the batch.
 - eq. 3: WGAN losses as differences of the critic's batch means.
 - KL(q(z | I0) || N(0, I)): summed over latent dimensions, mean over the batch, for both latents.
@@ -17,12 +25,18 @@ How each term is averaged (the paper gives sums without saying):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from ..class_map import class_map
 from ..nets.attacker import Posterior
 from ..nets.warp import warp
 
 REFERENCES = ("warped", "original")
 """Reference of eq. 4: S0 warped by D (anatomy-consistent, default) or S0 itself (literal)."""
+
+EQ5_FORMS = ("hard", "kl", "soft")
+"""Forms of eq. 5: against S0's (moved) one-hot labels (default), KL against S0's (warped)
+probabilities, or CE against them (the form of attackers trained before the choice existed)."""
 
 
 def segmentation_reference(
@@ -40,23 +54,87 @@ def segmentation_reference(
     return warp(s0, displacement)
 
 
-def masked_cross_entropy(reference: torch.Tensor, logits_dv: torch.Tensor) -> torch.Tensor:
+def check_eq5(eq5: str) -> str:
+    """``eq5`` if it is one of :data:`EQ5_FORMS`, else a one-line ``ValueError``."""
+    if eq5 not in EQ5_FORMS:
+        raise ValueError(f"eq5 must be one of {EQ5_FORMS}, got {eq5!r}")
+    return eq5
+
+
+def move_labels(labels: torch.Tensor, displacement: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Move (B, H, W) labels with D as the evaluation does: warp the one-hot map, then argmax.
+
+    No gradient flows through the result (labels have none).
+    """
+    with torch.no_grad():
+        one_hot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2)
+        return class_map(warp(one_hot.to(displacement.dtype), displacement.detach()))
+
+
+def eq5_reference(
+    s0: torch.Tensor, displacement: torch.Tensor, reference: str = "warped", eq5: str = "hard"
+) -> torch.Tensor:
+    """The reference of eq. 5 in form ``eq5`` (:data:`EQ5_FORMS`), (B, C + 1, H, W).
+
+    ``"hard"``: the one-hot of S0's labels, moved by D as labels are (:func:`move_labels`) for
+    ``reference="warped"``, as they are for ``"original"``; constant, so D can neither raise its
+    entropy (0) nor reach the loss through it. ``"kl"`` and ``"soft"``:
+    :func:`segmentation_reference`, S0's probabilities (warped bilinearly for ``"warped"``).
+    """
+    check_eq5(eq5)
+    if eq5 != "hard":
+        return segmentation_reference(s0, displacement, reference)
+    if reference not in REFERENCES:
+        raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    num_classes = s0.shape[1]
+    with torch.no_grad():
+        labels = class_map(s0)
+        if reference == "warped":
+            labels = move_labels(labels, displacement, num_classes)
+        return F.one_hot(labels, num_classes).permute(0, 3, 1, 2).to(s0.dtype)
+
+
+def pixel_cross_entropy(
+    reference: torch.Tensor, logits_dv: torch.Tensor, eq5: str = "soft"
+) -> torch.Tensor:
+    """(B, H, W) cross-entropy of S_DV against ``reference``; for ``"kl"`` minus H(reference).
+
+    ``"hard"`` and ``"soft"`` are the plain cross-entropy (a one-hot reference has H = 0).
+    """
+    check_eq5(eq5)
+    cross_entropy = -(reference * torch.log_softmax(logits_dv, dim=1)).sum(dim=1)
+    if eq5 == "kl":
+        # + sum(ref * log ref) = - H(ref); clamped so that a zero probability (float32 softmax
+        # underflow) gives 0 with a finite gradient, where xlogy's would be infinite.
+        tiny = torch.finfo(reference.dtype).tiny
+        log_reference = torch.log(reference.clamp_min(tiny))
+        cross_entropy = cross_entropy + (reference * log_reference).sum(dim=1)
+    return cross_entropy
+
+
+def masked_cross_entropy(
+    reference: torch.Tensor, logits_dv: torch.Tensor, eq5: str = "soft"
+) -> torch.Tensor:
     """Eq. 5 per image: cross-entropy of S_DV against ``reference``, weighted by the organ mask.
 
     Parameters
     ----------
     reference
-        (B, C + 1, H, W) class probabilities (S0 or S0 warped); channel 0 is background.
+        (B, C + 1, H, W) class probabilities (:func:`eq5_reference`); channel 0 is background.
     logits_dv
         (B, C + 1, H, W) logits of f_seg on I_DV.
+    eq5
+        The form (:data:`EQ5_FORMS`): ``"kl"`` subtracts the reference's entropy from each
+        pixel's cross-entropy; ``"hard"`` and ``"soft"`` do not (the reference decides them).
 
     Returns
     -------
     torch.Tensor
-        (B,) mean cross-entropy per organ pixel, M = sum of the organ channels of ``reference``.
+        (B,) mean cross-entropy (KL for ``"kl"``) per organ pixel, M = sum of the organ
+        channels of ``reference``.
     """
     mask = reference[:, 1:].sum(dim=1)
-    cross_entropy = -(reference * torch.log_softmax(logits_dv, dim=1)).sum(dim=1)
+    cross_entropy = pixel_cross_entropy(reference, logits_dv, eq5)
     return (mask * cross_entropy).sum(dim=(1, 2)) / mask.sum(dim=(1, 2)).clamp_min(1e-6)
 
 
@@ -66,13 +144,14 @@ def xi_loss(masked_xent: torch.Tensor, xi: float) -> torch.Tensor:
 
 
 def organ_cross_entropy(
-    reference: torch.Tensor, logits_dv: torch.Tensor, min_pixels: float = 4.0
+    reference: torch.Tensor, logits_dv: torch.Tensor, min_pixels: float = 4.0, eq5: str = "soft"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 5 split by organ: (B, C) mean cross-entropy over each organ's soft mask, and presence.
 
     An organ counts as present in an image when its soft mask sums to at least ``min_pixels``.
+    ``eq5`` as for :func:`masked_cross_entropy`.
     """
-    cross_entropy = -(reference * torch.log_softmax(logits_dv, dim=1)).sum(dim=1, keepdim=True)
+    cross_entropy = pixel_cross_entropy(reference, logits_dv, eq5)[:, None]
     mass = reference[:, 1:].sum(dim=(2, 3))
     per_organ = (reference[:, 1:] * cross_entropy).sum(dim=(2, 3)) / mass.clamp_min(1e-6)
     return per_organ, mass >= min_pixels
@@ -109,10 +188,19 @@ def critic_loss(score_real: torch.Tensor, score_fake: torch.Tensor) -> torch.Ten
 
 
 def gradient_penalty(
-    critic: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor
+    critic: torch.nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """WGAN-GP: ``(||grad f_disc(x)|| - 1)^2`` on random interpolates of real and fake."""
-    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
+    """WGAN-GP: ``(||grad f_disc(x)|| - 1)^2`` on random interpolates of real and fake.
+
+    The mixing weights are drawn on the CPU from ``generator`` (the trainer's seeded one; the
+    global generator without it), so a run is reproducible on any device. The penalty assumes a
+    per-sample critic (norm ``"layer"`` or ``"none"``): each image's gradient is its own.
+    """
+    alpha = torch.rand(real.shape[0], 1, 1, 1, generator=generator, dtype=real.dtype)
+    alpha = alpha.to(real.device)
     mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     (grad,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
     return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()

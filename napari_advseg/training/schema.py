@@ -187,6 +187,13 @@ def check_attacker_config(folder: str | Path, config: Mapping[str, Any]) -> Conf
             )
         if isinstance(value, float) and not math.isfinite(value):
             raise checker.fail(f"attack.{name}", f"must be a finite number, got {value!r}")
+    if "eq5" in attack:
+        from .losses import EQ5_FORMS
+
+        if attack["eq5"] not in EQ5_FORMS:
+            raise checker.fail(
+                "attack.eq5", f"must be one of {', '.join(EQ5_FORMS)}, got {_short(attack['eq5'])}"
+            )
     target = config.get("target", {})
     checker.expect(target, "a mapping", "target")
     checker.expect(target.get("name"), "a string", "target.name", optional=True)

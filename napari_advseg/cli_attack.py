@@ -135,6 +135,27 @@ def add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) -
         help="eq. 4 against S0 warped by D (default) or S0 itself (literal)",
     )
     group.add_argument(
+        "--eq5",
+        choices=("hard", "kl", "soft"),
+        default="hard",
+        help=(
+            "eq. 5's form: hard (default; cross-entropy against S0's labels moved by D, whose "
+            "entropy D cannot raise), kl (against S0's probabilities less their entropy) or soft "
+            "(against S0's warped probabilities: the form the shipped attackers were trained "
+            "with, which a warp can satisfy by blurring the reference)"
+        ),
+    )
+    group.add_argument(
+        "--critic-norm",
+        choices=("layer", "none", "batch"),
+        default=None,
+        help=(
+            "the critic's normalisation: layer (default; per image), none, or batch (the paper's, "
+            "with weight clipping only; real and fake are scored in one pass); --resume keeps "
+            "the checkpoint's"
+        ),
+    )
+    group.add_argument(
         "--per-organ",
         action="store_true",
         help="one xi target per organ instead of one for all organs (our option)",
@@ -183,6 +204,7 @@ def _training_settings(args: argparse.Namespace, xi: float) -> Any:
     return AttackTrainingConfig(
         xi=xi,
         reference=args.reference,
+        eq5=args.eq5,
         lambda_d=args.lambda_d,
         lambda_v=args.lambda_v,
         kl_weight=args.kl_weight,
@@ -216,6 +238,7 @@ def train_one(
 ) -> Path:
     """Train one attacker of ``mode`` at ``xi`` on ``volumes`` into ``out``, with progress."""
     from .nets.attacker import AttackerConfig
+    from .nets.critic import CriticConfig
     from .training.attack_trainer import AttackTrainer
     from .training.events import AttackProgress, TrainingFinished
 
@@ -224,6 +247,7 @@ def train_one(
         seg,
         volumes,
         AttackerConfig(args.latent_d, args.latent_v, mode=mode),
+        critic_config=CriticConfig(norm=args.critic_norm) if args.critic_norm else None,
         config=_training_settings(args, xi),
         resume=getattr(args, "resume", False),
         overwrite=args.overwrite,

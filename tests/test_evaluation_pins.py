@@ -343,3 +343,26 @@ def test_dice_of_the_shifted_reference_against_itself_is_1(seg_model):
     moved = np.roll(labels, (2, -3), axis=(1, 2))
     dice = dice_per_label(moved, moved, seg_model.spec.label_map)
     assert all(math.isclose(v, 1.0) for v in dice.values() if v is not None)
+
+
+# --- one grid: Table 1's U-Net row is eval-seg's Dice -------------------------------------------
+
+
+def test_the_unattacked_dice_is_eval_segs_on_the_scans_own_grid(seg_model, cohort):
+    """Scored on the scan's grid as eval-seg scores it, at a spacing other than the model's."""
+    from napari_advseg.inference import segment_volume
+
+    subject = cohort.subject(4)
+    finer = Volume(
+        subject.image,
+        (subject.spacing[0], subject.spacing[1] * 0.8, subject.spacing[2] * 0.7),
+        subject.labels,
+        "finer",
+    )
+    assert finer.spacing[1:] != seg_model.spec.pixel_spacing
+    (result,) = evaluate_attack(seg_model, FieldAttack(), [finer]).subjects
+    expected = dice_per_label(
+        segment_volume(seg_model, finer), finer.labels, seg_model.spec.label_map
+    )
+    assert result.dice_s0 == expected
+    assert result.dice_dv == expected and result.dice_dv_warped == expected  # no attack

@@ -1,10 +1,13 @@
 """Evaluating an attack on volumes (section 4): Dice before and after, the 30 % rule, p.
 
-Dice, ``p`` (eq. 7: mean |I_DV - I0| in normalised units over the whole field of view, the
-paper's Table 1), ``max_displacement`` (model pixels), ``folding`` and ``ssim`` are measured on
-f_seg's grid (normalised slices at its pixel spacing; padding cropped off). On the scan's own
-slices, with D and V applied to the scan at its own resolution (:func:`batch_on_source`):
+``p`` (eq. 7: mean |I_DV - I0| in normalised units over the whole field of view, the paper's
+Table 1), ``max_displacement`` (model pixels), ``folding`` and ``ssim`` are measured on f_seg's
+grid (normalised slices at its pixel spacing; padding cropped off). On the scan's own slices,
+with D and V applied to the scan at its own resolution (:func:`batch_on_source`):
 
+- Dice: S0 and S_DV are f_seg's probabilities resampled to the scan's grid, then argmax, as
+  ``eval-seg`` scores (so Table 1's U-Net row is ``eval-seg``'s Dice); the reference is the
+  scan's own labels, moved by D converted to the scan's pixels;
 - ``p_hu_fov``: mean |I_DV - I0| in Hounsfield units over every voxel;
 - ``p_hu_body``: the same over the body only (:func:`.body_mask.body_mask`: per slice, the
   largest connected component above -500 HU with its holes filled), so that a change in the air
@@ -38,7 +41,7 @@ import torch.nn.functional as F
 from ..class_map import class_map
 from ..data.slices import Crop
 from ..data.volume import Volume
-from ..inference import ModelGridSlices, labels_to_model_grid, to_model_grid
+from ..inference import ModelGridSlices, to_model_grid
 from ..nets.warp import warp
 from ..segmentation import SegmentationModel
 from .attack_metrics import (
@@ -393,7 +396,8 @@ def evaluate_attack(
             next(iter(references)) if len(references) == 1 else "ground truth where given, else S0"
         )
         grid = to_model_grid(volume, spec)
-        truth = labels_to_model_grid(volume, spec) if has_truth else None
+        whole = unpadded(grid)
+        truth = torch.from_numpy(volume.labels.astype(np.int64)) if has_truth else None
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("ref", "ref_w", "s0", "dv")}
         keys = ("p", "p_hu", "max_d", "fold", "ssim")
         per_slice: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
@@ -403,7 +407,10 @@ def evaluate_attack(
         tick = time.perf_counter()
         for batch in attack_slices(seg_model, method, grid, batch_size, volume):
             count = batch.image.shape[0]
-            reference = truth[start : start + count] if truth is not None else batch.s0
+            # Dice on the scan's own grid, as eval-seg scores: S0 and S_DV resampled there
+            s0 = class_map(whole.to_source(batch.probabilities_s0))
+            s_dv = class_map(whole.to_source(batch.probabilities_dv))
+            reference = truth[start : start + count] if truth is not None else s0
             source = batch.source
             assert source is not None  # attack_slices was given the volume
             attacked_hu, displacement_mm, _ = batch_on_source(
@@ -421,11 +428,9 @@ def evaluate_attack(
             body["seen"] += seen
             start += count
             parts["ref"].append(reference)
-            parts["ref_w"].append(
-                warp_labels(reference, batch.displacement, spec.label_map.num_classes)
-            )
-            parts["s0"].append(batch.s0)
-            parts["dv"].append(batch.s_dv)
+            parts["ref_w"].append(warp_labels(reference, pixels, spec.label_map.num_classes))
+            parts["s0"].append(s0)
+            parts["dv"].append(s_dv)
             per_slice["p"].append(perceptibility(batch.attacked, batch.image))
             per_slice["max_d"].append(max_displacement(batch.displacement))
             per_slice["fold"].append(folding_fraction(batch.displacement))

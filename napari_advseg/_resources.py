@@ -30,3 +30,23 @@ def models_dir() -> Path:
 def sample_data_dir() -> Path:
     """Folder of the shipped sample data."""
     return resource_dir("sample_data")
+
+
+DEFAULT_ATTACKER_FILE = "default_attacker.json"
+FALLBACK_ATTACKER = "attacker_dv_xi2.5"
+
+
+def default_attacker_name() -> str:
+    """The shipped attacker the app and ``generate`` use by default.
+
+    ``models/default_attacker.json`` names it, written with the table that chose it
+    (``scripts/export_attackers.py``); without that file, the attacker shipped before it.
+    """
+    import json
+
+    path = models_dir() / DEFAULT_ATTACKER_FILE
+    try:
+        name = json.loads(path.read_text(encoding="utf-8"))["attacker"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return FALLBACK_ATTACKER
+    return str(name) if (models_dir() / str(name)).is_dir() else FALLBACK_ATTACKER

@@ -25,6 +25,7 @@ from ._cli_common import (
     load_model,
     with_progress,
 )
+from ._resources import default_attacker_name
 from .errors import InvalidInputError
 from .validation import (
     arg_float,
@@ -33,7 +34,7 @@ from .validation import (
     check_output_dir,
 )
 
-DEFAULT_ATTACKER = "attacker_dv_xi2.5"
+DEFAULT_ATTACKER = default_attacker_name()
 MAX_XI = 100.0
 MAX_WEIGHT = 1e6
 MAX_TEMPERATURE = 100.0

@@ -86,6 +86,20 @@ def add_sweep_command(commands: Any) -> None:
         help="evaluate these attacker checkpoints instead of training (grouped by mode and xi; "
         "several of one mode and xi are its seeds)",
     )
+    sweep.add_argument(
+        "--with-real-train",
+        action="store_true",
+        help=(
+            "also train the attackers on the real case's training slices (never its held-out "
+            "block, which --sample real-test evaluates)"
+        ),
+    )
+    sweep.add_argument(
+        "--compare-eq5",
+        choices=("hard", "kl", "soft"),
+        default=None,
+        help="also train and test the headline D+V attack with this eq. 5 form (one seed)",
+    )
     sweep.add_argument("--out", type=Path, default=Path("sweep"), help="output folder")
     sweep.add_argument("--json", type=Path, default=None, help="also write the rows here")
     sweep.add_argument(
@@ -125,8 +139,9 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(args.sweep, args.out)}")
 
 
-def _folder(out: Path, mode: str, xi: float, seed: int) -> Path:
-    return out / "attackers" / f"{mode}_xi{xi:g}_seed{seed}"
+def _folder(out: Path, mode: str, xi: float, seed: int, eq5: str | None = None) -> Path:
+    suffix = f"_eq5{eq5}" if eq5 else ""
+    return out / "attackers" / f"{mode}_xi{xi:g}_seed{seed}{suffix}"
 
 
 def _validation_volumes(args: argparse.Namespace, seg: Any) -> list[Any] | None:
@@ -144,12 +159,24 @@ def _validation_volumes(args: argparse.Namespace, seg: Any) -> list[Any] | None:
 
 def _train_volumes(args: argparse.Namespace, seg: Any) -> list[Any]:
     from .data.dataset_folder import dataset_volumes
-    from .data.samples import PhantomCohort
+    from .data.label_remap import relabeled_volumes
+    from .data.samples import PhantomCohort, real_case_part
+    from .labels import DEFAULT_LABEL_MAP
 
     if args.dataset is not None:
         folder, cases = dataset_split(args, "train")
-        return list(dataset_volumes(folder, cases, seg.spec.label_map, args.label_map))
-    return PhantomCohort(args.subjects, args.cohort_seed).volumes("train")
+        volumes = list(dataset_volumes(folder, cases, seg.spec.label_map, args.label_map))
+    else:
+        volumes = PhantomCohort(args.subjects, args.cohort_seed).volumes("train")
+    if args.with_real_train:
+        blocks = real_case_part("train")
+        volumes += list(relabeled_volumes(blocks, DEFAULT_LABEL_MAP, seg.spec.label_map, None))
+    return volumes
+
+
+def _eq5_of(loaded: Any) -> str:
+    """The eq. 5 form an attacker was trained with (``soft`` before the choice existed)."""
+    return str(loaded.config["attack"].get("eq5", "soft"))
 
 
 class _Attackers:
@@ -167,24 +194,36 @@ class _Attackers:
         self._train: list[Any] | None = None
         self._trained: dict[Path, Any] = {}
 
-    def seeds(self, mode: str, xi: float, count: int) -> list[Any]:
-        """``count`` attackers of ``mode`` and ``xi`` (given: those there are, at most count)."""
+    def seeds(self, mode: str, xi: float, count: int, eq5: str | None = None) -> list[Any]:
+        """``count`` attackers of ``mode`` and ``xi`` (given: those there are, at most count).
+
+        ``eq5`` trains them with that form of eq. 5 instead of ``--eq5``.
+        """
         from .training.attacker_io import load_attacker
 
         if self.args.attackers:
-            return self.given.get((mode, xi), [])[:count]
+            found = self.given.get((mode, xi), [])
+            compared = self.args.compare_eq5
+            if eq5 is not None:
+                found = [a for a in found if _eq5_of(a) == eq5]
+            elif compared is not None and compared != self.args.eq5:  # the comparison's own
+                found = [a for a in found if _eq5_of(a) != compared]
+            return found[:count]
         if self._train is None:
             self._train = _train_volumes(self.args, self.seg)
-        for seed in range(self.args.seed, self.args.seed + count):
-            folder = _folder(self.args.out, mode, xi, seed)
-            if folder not in self._trained:  # each is trained once per run (dv seed 0: selection)
-                seeded = argparse.Namespace(**{**vars(self.args), "seed": seed})
-                train_one(seeded, self.seg, self._train, folder, xi, mode)
-                self._trained[folder] = load_attacker(folder)
-        return [
-            self._trained[_folder(self.args.out, mode, xi, seed)]
+        folders = [
+            _folder(self.args.out, mode, xi, seed, eq5)
             for seed in range(self.args.seed, self.args.seed + count)
         ]
+        for seed, folder in zip(
+            range(self.args.seed, self.args.seed + count), folders, strict=True
+        ):
+            if folder not in self._trained:  # each is trained once per run (dv seed 0: selection)
+                changes = {"seed": seed, **({"eq5": eq5} if eq5 else {})}
+                settings = argparse.Namespace(**{**vars(self.args), **changes})
+                train_one(settings, self.seg, self._train, folder, xi, mode)
+                self._trained[folder] = load_attacker(folder)
+        return [self._trained[folder] for folder in folders]
 
 
 def _check_plan(args: argparse.Namespace, has_validation: bool) -> None:
@@ -201,6 +240,9 @@ def _check_plan(args: argparse.Namespace, has_validation: bool) -> None:
         for mode in MODES:
             for seed in range(args.seed, args.seed + args.seeds):
                 check_training_out(_folder(args.out, mode, xi, seed), False, args.overwrite)
+        if args.compare_eq5:
+            folder = _folder(args.out, "dv", xi, args.seed, args.compare_eq5)
+            check_training_out(folder, False, args.overwrite)
 
 
 def sweep_command(args: argparse.Namespace) -> None:
@@ -318,6 +360,12 @@ def _test_rows(
         print(f"test {label}, {len(reports)} seed(s): p {row['p']:.3f}")
         if mode == "dv":
             headline = loaded
+    if args.compare_eq5 and headline:
+        for loaded in attackers.seeds("dv", xi, 1, args.compare_eq5):
+            report = evaluate_attack(seg, LearnedAttack(loaded), test)
+            label = f"I_DV (xi = {xi:g}, eq. 5 {args.compare_eq5})"
+            rows.append({**attack_row(label, xi, "dv-eq5", report), "split": "test"})
+            print(f"test {label}: p {rows[-1]['p']:.3f}")
     return rows, headline
 
 

@@ -1,6 +1,8 @@
-"""Copy the sweep's attackers that ship (D+V at xi 1, 2, 3 and at the headline xi; D-only and
-V-only at xi 2) into models/, without critic and optimizer states, each with a model card built
-from the sweep's rows.
+"""Copy the sweep's attackers that ship into models/, without critic and optimizer states, each
+with a model card built from the sweep's rows, and name the headline one the app's default.
+
+Shipped: seed 0 of the headline xi's D+V, D-only and V-only rows (test split), and the D+V
+attackers of the other xi the headline was chosen among (validation split).
 
 Usage: .venv/bin/python scripts/export_attackers.py runs/sweep
 """
@@ -15,7 +17,6 @@ from napari_advseg.evaluation.sweep import markdown_table
 from napari_advseg.training.attacker_io import export_attacker
 from napari_advseg.training.checkpoint import read_config
 
-SHIPPED = [("dv", 1.0), ("dv", 2.0), ("dv", 3.0), ("d", 2.0), ("v", 2.0)]
 SYMBOL = {"dv": "I_DV", "d": "I_D", "v": "I_V"}
 
 
@@ -84,21 +85,40 @@ SSIM(I_DV, I0) {row["ssim"]:.3f}.
 def main() -> None:
     sweep = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/sweep")
     data = json.loads((sweep / "rows.json").read_text())
-    rows = data["rows"]
+    rows, validation = data["rows"], data.get("validation_rows", [])
     organs = list(rows[0]["dice"])
-    shipped = list(SHIPPED)
-    headline = data.get("headline")
-    if headline and ("dv", headline["xi"]) not in shipped:
-        shipped.append(("dv", headline["xi"]))  # the sweep's headline attack ships too
-    for mode, xi in shipped:
-        source = sweep / "attackers" / f"{mode}_xi{xi:g}"
-        name = f"attacker_{mode}_xi{xi:g}"
+    headline = data["headline"]
+    xi = headline["xi"]
+    # the headline's D+V, D-only and V-only attacks (seed 0 of each test row), and the D+V
+    # attacks of the other xi the headline was chosen among (their validation rows)
+    shipped = [(mode, xi, rows) for mode in ("dv", "d", "v")]
+    shipped += [
+        ("dv", row["xi"], validation)
+        for row in validation
+        if row["mode"] == "dv" and row["xi"] != xi
+    ]
+    for mode, value, table in shipped:
+        source = sweep / "attackers" / f"{mode}_xi{value:g}_seed0"
+        if not source.is_dir():
+            print(f"no {source}: not shipped")
+            continue
+        name = f"attacker_{mode}_xi{value:g}"
         destination = Path("models") / name
         export_attacker(source, destination)
-        row = next(r for r in rows if r["label"] == f"{SYMBOL[mode]} (xi = {xi:g})")
+        row = next(r for r in table if r["label"] == f"{SYMBOL[mode]} (xi = {value:g})")
         config = read_config(destination)
-        (destination / "MODEL_CARD.md").write_text(card(name, config, rows, row, organs))
+        text = card(name, config, table, row, organs)
+        split = "test" if table is rows else "validation"
+        text += (
+            f"\nThe rows above are the {split} split's. The headline xi = {xi:g} was chosen by "
+            f"the {headline['chosen_by']} (the smallest xi meeting the 30 % rule on every organ "
+            "at p <= 0.1); this attacker is seed 0 of its row.\n"
+        )
+        (destination / "MODEL_CARD.md").write_text(text)
         print(f"wrote {destination}")
+    default = {"attacker": f"attacker_dv_xi{xi:g}", "chosen_by": f"the {headline['chosen_by']}"}
+    (Path("models") / "default_attacker.json").write_text(json.dumps(default, indent=2) + "\n")
+    print(f"the app's default attacker: {default['attacker']}")
 
 
 if __name__ == "__main__":

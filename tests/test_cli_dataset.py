@@ -134,7 +134,8 @@ def test_sweep_trains_on_the_dataset_and_evaluates_its_test_split(
     root, _ = dataset
     out = tmp_path / "sweep"
     argv = ["sweep", "--model", str(trained_seg_dir), "--dataset", str(root), "--xi", "2", "3"]
-    assert main([*argv, "--out", str(out), "--seeds", "1", *FAST]) == 0
+    extras = ["--seeds", "1", "--compare-eq5", "soft", "--with-real-train"]
+    assert main([*argv, "--out", str(out), *extras, *FAST]) == 0
     folder = read_dataset_folder(root)
     split = split_cases(folder.training, seed=0)
     extra = json.loads((out / "rows.json").read_text())
@@ -148,7 +149,13 @@ def test_sweep_trains_on_the_dataset_and_evaluates_its_test_split(
         ("dv", chosen),
         ("d", chosen),
         ("v", chosen),
+        ("dv-eq5", chosen),
     }
     trained = json.loads((out / "attackers" / "dv_xi2_seed0" / "config.json").read_text())
-    assert trained["training"]["data"] == [case.name for case in split["train"]]
+    real = ["abdomen_ct_ts[0:18]", "abdomen_ct_ts[34:46]"]  # never the held-out block 20-31
+    assert trained["training"]["data"] == [case.name for case in split["train"]] + real
+    assert trained["attack"]["eq5"] == "hard"
+    compared = out / "attackers" / f"dv_xi{chosen:g}_seed0_eq5soft" / "config.json"
+    assert json.loads(compared.read_text())["attack"]["eq5"] == "soft"
+    assert f"I_DV (xi = {chosen:g}, eq. 5 soft)" in [row["label"] for row in extra["rows"]]
     assert (out / "attackers" / f"v_xi{chosen:g}_seed0" / "config.json").is_file()

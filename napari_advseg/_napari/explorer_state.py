@@ -10,7 +10,9 @@ from pathlib import Path
 
 from napari.utils.events import EventedModel
 
-DEFAULT_ATTACKER = "attacker_dv_xi2.5"
+from .._resources import default_attacker_name
+
+DEFAULT_ATTACKER = default_attacker_name()
 """The shipped attacker chosen at first."""
 
 IDLE = ""

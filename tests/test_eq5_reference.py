@@ -273,3 +273,18 @@ def test_unknown_eq5_in_a_checkpoint_is_one_line(seg_model, cohort, tmp_path):
     ) as error:
         load_attacker(out)
     assert "\n" not in str(error.value)
+
+
+def test_the_optimisation_baseline_uses_the_hard_form_by_default(seg_model, cohort):
+    from napari_advseg.evaluation.attacks import OptimizedAttack
+    from napari_advseg.inference import to_model_grid
+
+    images = to_model_grid(cohort.subject(4), seg_model.spec).images[10:12]
+    attack = OptimizedAttack(seg_model, steps=2)
+    assert attack.eq5 == "hard"
+    displacement, intensity = attack(images)
+    assert displacement.shape == (2, 2, *images.shape[-2:])
+    assert intensity.shape == (2, 1, *images.shape[-2:])
+    assert bool(torch.isfinite(displacement).all()) and bool(torch.isfinite(intensity).all())
+    with pytest.raises(ValueError, match="eq5 must be one of"):
+        OptimizedAttack(seg_model, eq5="blurry")

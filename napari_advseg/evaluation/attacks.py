@@ -248,9 +248,10 @@ class RandomAttack:
 class OptimizedAttack:
     """Per-image optimisation: D and V fitted directly to each batch with the generator's loss.
 
-    The same eq. 4 target (xi, masked cross-entropy against the same reference) and eq. 2
-    penalties, no critic and no generator: D and V live on a grid ``stride`` times coarser than
-    the image (smooth like the generator's) and are optimised with Adam for ``steps`` steps.
+    The same eq. 4 target (xi, masked cross-entropy against the same reference, in the form
+    ``eq5``: the trainer's default, ``hard``) and eq. 2 penalties, no critic and no generator: D
+    and V live on a grid ``stride`` times coarser than the image (smooth like the generator's)
+    and are optimised with Adam for ``steps`` steps.
     """
 
     def __init__(
@@ -264,7 +265,10 @@ class OptimizedAttack:
         steps: int = 100,
         learning_rate: float = 0.05,
         stride: int = 4,
+        eq5: str = "hard",
     ) -> None:
+        losses.check_eq5(eq5)
+        self.eq5 = eq5
         self.seg_model = seg_model
         self.xi = xi
         self.lambda_d = lambda_d
@@ -295,8 +299,9 @@ class OptimizedAttack:
             for _ in range(self.steps):
                 d, v = fields()
                 attacked = warp(images, d) + v
-                reference = losses.segmentation_reference(s0, d, self.reference)
-                xent = losses.masked_cross_entropy(reference, self.seg_model.logits(attacked))
+                reference = losses.eq5_reference(s0, d, self.reference, self.eq5)
+                logits = self.seg_model.logits(attacked)
+                xent = losses.masked_cross_entropy(reference, logits, eq5=self.eq5)
                 loss = (
                     losses.xi_loss(xent, self.xi)
                     + losses.displacement_penalty(d, self.lambda_d)

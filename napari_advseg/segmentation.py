@@ -8,7 +8,6 @@ U-Net is loaded from a checkpoint folder; a user's own network from a TorchScrip
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import warnings
@@ -27,7 +26,13 @@ from .errors import AdvsegError, CheckpointError, InvalidInputError, ResourceErr
 from .labels import LabelMap
 from .model_spec import ModelSpec, load_spec_file
 from .nets.unet import UNet, UNetConfig
-from .training.checkpoint import check_finite, load_checkpoint, save_checkpoint, weights_sha256
+from .training.checkpoint import (
+    check_finite,
+    file_sha256,
+    load_checkpoint,
+    save_checkpoint,
+    weights_sha256,
+)
 from .training.schema import check_unet_config
 
 UNET_KIND = "segmentation/unet"
@@ -318,7 +323,7 @@ def _checked_user_model(
     config = {
         "kind": kind,
         "path": str(path),
-        "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "weights_sha256": file_sha256(path),
     }
     model = SegmentationModel(network, spec, path.stem, config, check_outputs=True).freeze()
     probe_model(model, path)
@@ -393,7 +398,7 @@ def _probe(model: SegmentationModel, rows: int, cols: int) -> AdvsegError | None
 def load_nnunet(path: str | os.PathLike[str], fold: int | str | None = None) -> SegmentationModel:
     """Load one fold of an nnU-Net v2 trained-model folder with the spec its plans amount to."""
     from .nnunet.folder import derive_spec, read_nnunet_folder
-    from .nnunet.network import checkpoint_sha256, load_network
+    from .nnunet.network import load_network
 
     found = read_nnunet_folder(path, fold)
     spec = derive_spec(found)
@@ -405,7 +410,7 @@ def load_nnunet(path: str | os.PathLike[str], fold: int | str | None = None) -> 
         "checkpoint": found.checkpoint.name,
         "trainer": found.trainer,
         "configuration": found.configuration,
-        "weights_sha256": checkpoint_sha256(found.checkpoint),
+        "weights_sha256": file_sha256(found.checkpoint),
     }
     model = SegmentationModel(network, spec, found.name, config, check_outputs=True).freeze()
     probe_model(model, found.checkpoint)

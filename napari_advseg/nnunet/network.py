@@ -12,7 +12,6 @@ other object in the file refuses it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import pickle
 import pydoc
@@ -26,6 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..training.checkpoint import check_finite
+from ..training.memory import check_weights_fit
 from ..validation import check_memory
 from .folder import NetworkPlan, NnUNetModel, network_plan
 
@@ -183,39 +184,16 @@ def load_network(model: NnUNetModel, num_classes: int) -> nn.Module:
         If the weights cannot be read safely or do not fit the network the plans describe.
     """
     weights = read_network_weights(model.checkpoint)
+    trainer = model.trainer.replace("{", "{{").replace("}", "}}")  # literal in the template
+    check_weights_fit(
+        model.checkpoint,
+        lambda: build_network(model, num_classes),
+        weights,
+        "nnU-Net network",
+        "{folder}: the weights do not fit the network plans.json describes ({detail}); a "
+        f"custom trainer ({trainer}) may build another network.",
+    )
+    check_finite(model.checkpoint, weights)
     network = build_network(model, num_classes)
-    expected = {name: tuple(t.shape) for name, t in network.state_dict().items()}
-    given = {name: tuple(t.shape) for name, t in weights.items()}
-    if expected != given:
-        missing = sorted(set(expected) - set(given))
-        unexpected = sorted(set(given) - set(expected))
-        differing = sorted(n for n in set(expected) & set(given) if expected[n] != given[n])
-        detail = (
-            f"{differing[0]} is {given[differing[0]]}, the plans give {expected[differing[0]]}"
-            if differing
-            else f"missing {missing[0]}"
-            if missing
-            else f"unexpected {unexpected[0]}"
-        )
-        trainer = model.trainer
-        raise CheckpointError(
-            f"{model.checkpoint}: the weights do not fit the network plans.json describes "
-            f"({detail}); a custom trainer ({trainer}) may build another network."
-        )
-    bad = [n for n, t in weights.items() if t.is_floating_point() and not t.isfinite().all()]
-    if bad:
-        raise CheckpointError(
-            f"{model.checkpoint}: {len(bad)} weights hold NaN or infinite values (first: "
-            f"{bad[0]}); the training diverged."
-        )
     network.load_state_dict(weights, strict=True)
     return network.eval()
-
-
-def checkpoint_sha256(checkpoint: Path) -> str:
-    """SHA-256 of the checkpoint file (the attackers' record of which weights they attacked)."""
-    digest = hashlib.sha256()
-    with checkpoint.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -322,8 +322,13 @@ def check_finite(
 
 def weights_sha256(folder: str | os.PathLike[str]) -> str:
     """SHA-256 of a checkpoint's weights file, identifying the exact model."""
+    return file_sha256(Path(folder) / WEIGHTS_NAME)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file, read in blocks (a model file can be large)."""
     digest = hashlib.sha256()
-    with open(Path(folder) / WEIGHTS_NAME, "rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

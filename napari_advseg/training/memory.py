@@ -140,16 +140,24 @@ def check_run_memory(
         check_memory(host_bytes + compute_bytes, what)
 
 
+MISMATCH = (
+    "{folder}: {what} weights do not fit the architecture in config.json; the checkpoint is "
+    "inconsistent ({detail})."
+)
+
+
 def check_weights_fit(
     folder: str | os.PathLike[str],
     factory: Callable[[], nn.Module],
     weights: Mapping[str, torch.Tensor],
     what: str,
+    mismatch: str = MISMATCH,
 ) -> None:
     """Check weights against ``factory()``'s names and shapes, and memory, before building it.
 
-    Nothing is allocated: the shapes come from the network built on the meta device, so a config
-    of absurd size is refused without trying.
+    ``mismatch`` is the refusal's text, formatted with ``folder``, ``what`` and ``detail`` (the
+    first weight that does not fit). Nothing is allocated: the shapes come from the network built
+    on the meta device, so a config of absurd size is refused without trying.
 
     Raises
     ------
@@ -169,10 +177,7 @@ def check_weights_fit(
             detail = f"missing {missing[0]}"
         else:
             detail = f"unexpected {sorted(set(given) - set(shapes))[0]}"
-        raise CheckpointError(
-            f"{folder}: {what} weights do not fit the architecture in config.json; the checkpoint "
-            f"is inconsistent ({detail})."
-        )
+        raise CheckpointError(mismatch.format(folder=folder, what=what, detail=detail))
     check_memory(
         sum(math.prod(shape) for shape in shapes.values()) * FLOAT_BYTES, f"{folder}: its {what}"
     )

@@ -39,7 +39,19 @@ def diversity(attack: dict) -> str:
     )
 
 
-def card(name: str, config: dict, rows: list[dict], row: dict, organs: list[str]) -> str:
+def training_data(names: list[str]) -> str:
+    """The scans and slices an attacker trained on, from its config's data list."""
+    phantoms = [n for n in names if n.startswith("phantom_")]
+    others = [n for n in names if not n.startswith("phantom_")]
+    parts = [f"{len(phantoms)} phantom training subjects"] if phantoms else []
+    if others:
+        parts.append("the real case's slices " + ", ".join(f"`{n}`" for n in others))
+    return " and ".join(parts) + " (never the real case's held-out block, slices 20-31)"
+
+
+def card(
+    name: str, config: dict, rows: list[dict], row: dict, organs: list[str], split: str
+) -> str:
     training = config["training"]
     attack = config["attack"]
     arch = config["attacker"]
@@ -60,14 +72,16 @@ Trained by the Table 1 sweep (`scripts/build_attackers.sh`):
 ```
 
 {training["step"]} generator steps ({attack["critic_steps"]} critic steps each, {critic(attack)}),
-batch {attack["batch_size"]} of {attack["crop_size"]}-pixel square slices from the 60 phantom
-training subjects, RMSProp lr {attack["learning_rate"]:g} (decay {attack["rmsprop_alpha"]:g}, eps
-{attack["rmsprop_eps"]:g}), lambda_D {attack["lambda_d"]:g}, lambda_V {attack["lambda_v"]:g}, KL
-weight {attack["kl_weight"]:g}, eq. 4 {target(attack)}, reference `{attack["reference"]}`,
+batch {attack["batch_size"]} of {attack["crop_size"]}-pixel square slices from
+{training_data(training["data"])}, RMSProp lr {attack["learning_rate"]:g}
+(decay {attack["rmsprop_alpha"]:g}, eps {attack["rmsprop_eps"]:g}), lambda_D {attack["lambda_d"]:g},
+lambda_V {attack["lambda_v"]:g}, KL
+weight {attack["kl_weight"]:g}, eq. 4 {target(attack)}, reference
+`{attack["reference"]}`, eq. 5 form `{attack.get("eq5", "soft")}`,
 {diversity(attack)}; {training["seconds"]:.0f} s on {training["device"]} (one of 2 CPU cores:
 two attackers trained side by side), torch {training["torch"]}.
 
-## Effect on the phantom test split (75 subjects, posterior-mean latents)
+## Effect on the phantom {split} split (posterior-mean latents)
 
 Dice (%) against the ground truth (original reference):
 
@@ -79,6 +93,24 @@ Dice (%) against the ground truth moved by D (anatomy-consistent reference):
 
 Max |D| {row["max_displacement"]:.2f} px, folding {100 * row["folding"]:.3f} % of pixels,
 SSIM(I_DV, I0) {row["ssim"]:.3f}.
+"""
+
+
+def real_test_section(sweep: Path, label: str, organs: list[str]) -> str:
+    """The attacker's row on the real case's held-out block, when the sweep evaluated it there."""
+    path = sweep / "real_test" / "rows.json"
+    if not path.is_file():
+        return ""
+    rows = json.loads(path.read_text())["rows"]
+    row = next((r for r in rows if r["label"] == label), None)
+    if row is None:
+        return ""
+    return f"""
+## Effect on the real case's held-out block (slices 20-31, seen by no model)
+
+Dice (%) against the ground truth moved by D:
+
+{markdown_table([rows[0], rows[1], row], organs, "dice_warped")}
 """
 
 
@@ -107,13 +139,14 @@ def main() -> None:
         export_attacker(source, destination)
         row = next(r for r in table if r["label"] == f"{SYMBOL[mode]} (xi = {value:g})")
         config = read_config(destination)
-        text = card(name, config, table, row, organs)
         split = "test" if table is rows else "validation"
+        text = card(name, config, table, row, organs, split)
         text += (
             f"\nThe rows above are the {split} split's. The headline xi = {xi:g} was chosen by "
             f"the {headline['chosen_by']} (the smallest xi meeting the 30 % rule on every organ "
             "at p <= 0.1); this attacker is seed 0 of its row.\n"
         )
+        text += real_test_section(sweep, row["label"], organs)
         (destination / "MODEL_CARD.md").write_text(text)
         print(f"wrote {destination}")
     default = {"attacker": f"attacker_dv_xi{xi:g}", "chosen_by": f"the {headline['chosen_by']}"}

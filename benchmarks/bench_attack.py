@@ -1,6 +1,6 @@
 """Attacker benchmarks: generator latency, a training step, and the cost of a successful attack.
 
-Run: ``.venv/bin/python benchmarks/bench_attack.py [--attacker models/attacker_dv_xi2.5]``.
+Run: ``.venv/bin/python benchmarks/bench_attack.py [--attacker models/NAME]`` (default: the app's).
 Without a shipped attacker the latency and training-step figures use random weights and the
 comparison with per-image optimisation is skipped. Prints figures and ratios; asserts nothing.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_advseg._resources import models_dir
+from napari_advseg._resources import default_attacker_name, models_dir
 from napari_advseg.data.samples import PhantomCohort
 from napari_advseg.evaluation.attack_eval import warp_labels
 from napari_advseg.evaluation.attacks import LearnedAttack, OptimizedAttack
@@ -133,7 +133,7 @@ def bench_success_cost(loaded: LoadedAttacker, slices: int, opt_steps: int) -> N
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--attacker", type=Path, default=models_dir() / "attacker_dv_xi2.5")
+    parser.add_argument("--attacker", type=Path, default=models_dir() / default_attacker_name())
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--slices", type=int, default=16)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from napari_advseg._resources import models_dir
+from napari_advseg._resources import default_attacker_name, models_dir
 from napari_advseg.data.samples import PhantomCohort
 from napari_advseg.evaluation.attack_eval import evaluate_attack
 from napari_advseg.evaluation.attacks import LearnedAttack
@@ -41,7 +41,7 @@ SHIPPED_SETTINGS = {
     "diversity_weight": 0.3,
     "diversity_cap_v": 0.02,
 }
-"""The settings of the shipped ``attacker_dv_xi2.5`` (``scripts/build_attackers.sh``)."""
+"""The settings of the shipped attackers (``scripts/build_attackers.sh``)."""
 
 
 def run(
@@ -97,7 +97,7 @@ def evaluate(seg: Any, attacker: Path, val: list[Any]) -> tuple[bool, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--unets", type=Path, nargs="+", required=True)
-    parser.add_argument("--init", type=Path, default=models_dir() / "attacker_dv_xi2.5")
+    parser.add_argument("--init", type=Path, default=models_dir() / default_attacker_name())
     parser.add_argument("--cap-minutes", type=float, default=20.0)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--max-steps", type=int, default=5000)

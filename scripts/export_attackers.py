@@ -96,6 +96,19 @@ SSIM(I_DV, I0) {row["ssim"]:.3f}.
 """
 
 
+def rule(headline: dict) -> str:
+    """How the headline rule chose the xi: met, or the fallback when no xi met it."""
+    meets = headline.get("meets_30_percent_at_p_0.1")
+    if meets is None:
+        return "given, not chosen on these rows"
+    if meets:
+        return "the smallest xi meeting the 30 % rule on every organ at p <= 0.1"
+    return (
+        "no xi met the 30 % rule on every organ at p <= 0.1, so the rule fell back to the xi "
+        "nearest 2"
+    )
+
+
 def real_test_section(sweep: Path, label: str, organs: list[str]) -> str:
     """The attacker's row on the real case's held-out block, when the sweep evaluated it there."""
     path = sweep / "real_test" / "rows.json"
@@ -143,8 +156,8 @@ def main() -> None:
         text = card(name, config, table, row, organs, split)
         text += (
             f"\nThe rows above are the {split} split's. The headline xi = {xi:g} was chosen by "
-            f"the {headline['chosen_by']} (the smallest xi meeting the 30 % rule on every organ "
-            "at p <= 0.1); this attacker is seed 0 of its row.\n"
+            f"the {headline['chosen_by']}: {rule(headline)}; this attacker is seed 0 of its "
+            "row.\n"
         )
         text += real_test_section(sweep, row["label"], organs)
         (destination / "MODEL_CARD.md").write_text(text)

@@ -22,6 +22,7 @@ from napari_advseg.training.attack_trainer import AttackTrainer, dice_drop
 from napari_advseg.training.attacker_io import load_attacker
 from napari_advseg.training.events import StepCompleted
 
+from .shipped import shipped_attacker
 from .test_attack_training import SMALL, quick
 
 PAD = 16
@@ -235,11 +236,11 @@ def test_eq5_settings_new_default_hard_old_configs_soft():
         AttackTrainingConfig.from_dict({"xi": 2.0, "eq5": "blur"})
 
 
-@pytest.mark.parametrize("name", ["attacker_dv_xi2", "attacker_d_xi2", "attacker_v_xi2"])
-def test_shipped_attackers_read_as_soft(name):
-    config = load_attacker(models_dir() / name).config
-    assert "eq5" not in config["attack"]  # trained before the choice existed
-    assert AttackTrainingConfig.from_dict(config["attack"]).eq5 == "soft"
+@pytest.mark.parametrize("mode", ["dv", "d", "v"])
+def test_shipped_attackers_record_the_hard_form(mode):
+    config = load_attacker(models_dir() / shipped_attacker(mode)).config
+    assert config["attack"]["eq5"] == "hard"  # the rebuilt table's default form
+    assert AttackTrainingConfig.from_dict(config["attack"]).eq5 == "hard"
 
 
 def test_old_checkpoint_resumes_as_soft_only(seg_model, cohort, tmp_path):

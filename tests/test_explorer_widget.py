@@ -13,6 +13,9 @@ from napari_advseg._napari import explorer_widget
 from napari_advseg._napari.explorer_widget import ExplorerWidget, viewer_grid
 from napari_advseg._napari.layer_data import GRID_KEY
 from napari_advseg._napari.model_registry import REGISTRY
+from napari_advseg._resources import default_attacker_name
+
+from .shipped import shipped_attacker
 
 SLICE = 25
 WAIT_MS = 60_000
@@ -334,7 +337,7 @@ def test_user_models_unload_and_corrupt_checkpoints(explorer, qtbot, tmp_path, e
     widget.start()
     wait_idle(qtbot, widget)
     assert widget.session is None and "no such checkpoint" in errors[-1]
-    widget.attacker_path.setText(str(models_dir() / "attacker_v_xi2"))
+    widget.attacker_path.setText(str(models_dir() / shipped_attacker("v")))
     start(qtbot, widget)
     assert widget.session is not None and widget.session.loaded.mode == "v"
     widget.unload()
@@ -361,7 +364,7 @@ def test_controls_and_state_follow_each_other(explorer, tmp_path):
     _, widget = explorer
     state = widget.state
     assert state.image_layer == "abdomen_ct_ts" and state.labels_layer == "abdomen_ct_ts labels"
-    assert state.current_slice == SLICE and state.attacker.endswith("attacker_dv_xi2.5")
+    assert state.current_slice == SLICE and state.attacker.endswith(default_attacker_name())
     widget.export_dir.setText(str(tmp_path))
     widget.use_d.setChecked(False)
     assert state.export_dir == str(tmp_path) and state.use_d is False

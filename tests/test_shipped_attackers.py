@@ -11,14 +11,9 @@ from napari_advseg.evaluation.attacks import LearnedAttack
 from napari_advseg.segmentation import load_segmentation_model
 from napari_advseg.training.attacker_io import load_attacker
 
-SHIPPED = {
-    "attacker_dv_xi1": ("dv", 1.0),
-    "attacker_dv_xi2": ("dv", 2.0),
-    "attacker_dv_xi2.5": ("dv", 2.5),  # the sweep's headline: every organ -30 % at p <= 0.1
-    "attacker_dv_xi3": ("dv", 3.0),
-    "attacker_d_xi2": ("d", 2.0),
-    "attacker_v_xi2": ("v", 2.0),
-}
+from .shipped import shipped_attacker, shipped_attackers
+
+SHIPPED = shipped_attackers()
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -38,20 +33,21 @@ def test_shipped_attack_on_the_real_case():
     seg = load_segmentation_model()
     volume = load_real_case()
     results = {}
-    for name in ("attacker_dv_xi2", "attacker_d_xi2", "attacker_v_xi2"):
+    dv, d, v = (shipped_attacker(mode) for mode in ("dv", "d", "v"))
+    for name in (dv, d, v):
         result = attack_volume(seg, LearnedAttack(load_attacker(models_dir() / name)), volume)
         assert result.attacked_hu.shape == volume.image.shape
         assert result.displacement_mm.shape == (2, *volume.image.shape)
         results[name] = result
-    assert float(abs(results["attacker_d_xi2"].intensity_hu).max()) == 0.0
-    assert float(abs(results["attacker_v_xi2"].displacement_mm).max()) == 0.0
-    assert results["attacker_dv_xi2"].p > 0.0
-    changed = (results["attacker_dv_xi2"].s_dv != results["attacker_dv_xi2"].s0).mean()
+    assert float(abs(results[d].intensity_hu).max()) == 0.0
+    assert float(abs(results[v].displacement_mm).max()) == 0.0
+    assert results[dv].p > 0.0
+    changed = (results[dv].s_dv != results[dv].s0).mean()
     assert changed > 0.001  # the attack moves some of f_seg's labels on real CT
 
 
 def test_posterior_samples_differ():
-    loaded = load_attacker(models_dir() / "attacker_dv_xi2")
+    loaded = load_attacker(models_dir() / shipped_attacker("dv"))
     images = torch.randn(2, 1, 64, 64)
     first = LearnedAttack(loaded, "posterior", seed=1)(images)
     again = LearnedAttack(loaded, "posterior", seed=1)(images)

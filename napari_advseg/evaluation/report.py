@@ -39,36 +39,29 @@ def versions() -> dict[str, str]:
     }
 
 
-def dice_cell(value: float | None, interval: Sequence[float] | None = None) -> str:
-    """A Dice as the report prints it: percent with two decimals, and its interval if any."""
+def _cell(value: float | None, interval: Sequence[float] | None, fmt: str, scale: float) -> str:
+    """A value as the tables print it (``fmt`` of ``scale * value``), and its interval if any."""
     if value is None:
         return "-"
-    text = f"{100 * value:.2f}"
+    text = format(scale * value, fmt)
     if interval is not None:
-        text += f" [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]"
-    return text
-
-
-def p_cell(value: float | None, interval: Sequence[float] | None = None) -> str:
-    """A perceptibility as the report prints it."""
-    if value is None:
-        return "-"
-    text = f"{value:.3f}"
-    if interval is not None:
-        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+        text += f" [{format(scale * interval[0], fmt)}, {format(scale * interval[1], fmt)}]"
     return text
 
 
 def table_cells(row: Mapping[str, Any], organs: Sequence[str], key: str) -> list[str]:
-    """The cells of one row of a report table: label, organs' Dice, p, p in HU, seeds."""
+    """The cells of one row of Table 1, in HTML and Markdown alike.
+
+    Label, organs' Dice (%), p, p in HU over the FOV and in the body, seeds; a row over several
+    seeds shows its 95 % interval (``<key>_ci``) after each value.
+    """
     intervals = row.get(f"{key}_ci") or {}
-    p_hu, p_body = row.get("p_hu_fov"), row.get("p_hu_body")
     return [
         str(row["label"]),
-        *(dice_cell(row[key][organ], intervals.get(organ)) for organ in organs),
-        p_cell(row.get("p"), row.get("p_ci")),
-        "-" if p_hu is None else f"{p_hu:.1f}",
-        "-" if p_body is None else f"{p_body:.1f}",
+        *(_cell(row[key][organ], intervals.get(organ), ".2f", 100) for organ in organs),
+        _cell(row.get("p"), row.get("p_ci"), ".3f", 1),
+        _cell(row.get("p_hu_fov"), None, ".1f", 1),
+        _cell(row.get("p_hu_body"), None, ".1f", 1),
         str(row.get("seeds", "-" if row.get("mode") is None else 1)),
     ]
 

@@ -125,34 +125,17 @@ def latent_diversity(
     }
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
-def _pct_interval(value: float | None, interval: Sequence[float] | None) -> str:
-    if value is None or interval is None:
-        return _pct(value)
-    return f"{100 * value:.2f} [{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]"
-
-
 def markdown_table(rows: Sequence[dict[str, Any]], organs: Sequence[str], key: str = "dice") -> str:
     """Table 1's layout: Dice (%) per organ, p, and p in HU over the FOV and in the body.
 
     A row over several seeds shows its 95 % bootstrap interval (``<key>_ci``) after each value.
     """
+    from .report import table_cells
+
     header = " | ".join(o.capitalize() for o in organs)
     header = f"| | {header} | p | p (HU, FOV) | p (HU, body) | seeds |"
     lines = [header, "|---" * (len(organs) + 5) + "|"]
-    for row in rows:
-        intervals = row.get(f"{key}_ci") or {}
-        p = "-" if row["p"] is None else f"{row['p']:.3f}"
-        if row.get("p_ci") is not None:
-            p += f" [{row['p_ci'][0]:.3f}, {row['p_ci'][1]:.3f}]"
-        p_hu = "-" if row.get("p_hu_fov") is None else f"{row['p_hu_fov']:.1f}"
-        p_body = "-" if row.get("p_hu_body") is None else f"{row['p_hu_body']:.1f}"
-        cells = " | ".join(_pct_interval(row[key][o], intervals.get(o)) for o in organs)
-        seeds = row.get("seeds", "-" if row["mode"] is None else 1)
-        lines.append(f"| {row['label']} | {cells} | {p} | {p_hu} | {p_body} | {seeds} |")
+    lines += ["| " + " | ".join(table_cells(row, organs, key)) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ import torch
 from napari_advseg.errors import InvalidInputError
 from napari_advseg.nets.critic import Critic, CriticConfig
 from napari_advseg.training import attack_trainer, losses
-from napari_advseg.training.attack_trainer import DEFAULT_CRITIC, AttackTrainer
+from napari_advseg.training.attack_trainer import DEFAULT_CRITIC, AttackSteps, AttackTrainer
 from napari_advseg.training.events import StepCompleted
 
 from .test_attack_training import SMALL, quick
@@ -155,9 +155,9 @@ class _Phase:
 
     def __init__(self, monkeypatch):
         self.now = None
-        for name, phase in (("_train_critic", "critic"), ("_train_generator", "generator")):
-            original = getattr(AttackTrainer, name)
-            monkeypatch.setattr(AttackTrainer, name, self._wrap(original, phase))
+        for name, phase in (("train_critic", "critic"), ("train_generator", "generator")):
+            original = getattr(AttackSteps, name)
+            monkeypatch.setattr(AttackSteps, name, self._wrap(original, phase))
 
     def _wrap(self, original, phase):
         def wrapped(trainer, *args, **kwargs):

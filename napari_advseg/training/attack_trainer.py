@@ -96,6 +96,147 @@ def dice_drop(
     return decreases(paired_decrease([before], [after], label_map.names))
 
 
+class AttackSteps:
+    """One critic round and one generator update of section 3.2, for any trainer that runs them.
+
+    The attacker trainer alternates them against a frozen f_seg; the hardening trainer
+    (:mod:`.harden_trainer`) interleaves them with f_seg's own updates. ``seg``'s weights get
+    no gradient here only if the caller froze them: the generator's loss backpropagates through
+    f_seg to the image.
+    """
+
+    def __init__(self, config: AttackTrainingConfig) -> None:
+        self.config = config
+
+    def train_critic(
+        self,
+        attacker: Attacker,
+        critic: Critic,
+        optimizer: torch.optim.Optimizer,
+        bank: SliceBank,
+        rng: np.random.Generator,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> float:
+        """Train the critic ``critic_steps`` times (eq. 3); return its last Wasserstein estimate."""
+        cfg = self.config
+        critic.train()
+        estimate = 0.0
+        for _ in range(cfg.critic_steps):
+            real = bank.sample(cfg.batch_size, rng).to(device)
+            with torch.no_grad():
+                fake = attacker(real, generator)[0].image
+            loss = losses.critic_loss(*_score(critic, real, fake))
+            estimate = -float(loss.detach())
+            if cfg.gradient_penalty > 0:
+                penalty = losses.gradient_penalty(critic, real, fake, generator)
+                loss = loss + cfg.gradient_penalty * penalty
+            check_step({"critic": loss}, "loss")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            check_gradients(critic.parameters(), "critic")
+            optimizer.step()
+            if cfg.gradient_penalty == 0:
+                with torch.no_grad():
+                    for parameter in critic.parameters():
+                        parameter.clamp_(-cfg.clip, cfg.clip)
+        return estimate
+
+    def train_generator(
+        self,
+        attacker: Attacker,
+        critic: Critic,
+        optimizer: torch.optim.Optimizer,
+        seg: SegmentationModel,
+        bank: SliceBank,
+        rng: np.random.Generator,
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> dict[str, float]:
+        """One generator update on eq. 6 (+ KL, + diversity); return the loss terms."""
+        cfg = self.config
+        real = bank.sample(cfg.batch_size, rng).to(device)
+        with torch.no_grad():
+            s0 = torch.softmax(seg.logits(real), dim=1)
+        encoding = attacker.encode(real)
+        posterior = encoding.posterior
+        z_d, z_v = attacker.sample_latents(posterior, "posterior", 1.0, generator)
+        output = attacker.decode(encoding, real, z_d, z_v)
+        reference = losses.eq5_reference(s0, output.displacement, cfg.reference, cfg.eq5)
+        logits_dv = seg.logits(output.image)
+        xent = losses.masked_cross_entropy(reference, logits_dv, cfg.eq5)
+        if cfg.per_organ:
+            xi_term = losses.organ_xi_loss(
+                *losses.organ_cross_entropy(reference, logits_dv, eq5=cfg.eq5), cfg.xi
+            )
+        else:
+            xi_term = losses.xi_loss(xent, cfg.xi)
+        critic.eval()  # the generator is scored, not the critic trained: no batch statistics
+        for parameter in critic.parameters():
+            parameter.requires_grad_(False)
+        terms = {
+            "adversarial": losses.generator_adversarial_loss(*_score(critic, real, output.image)),
+            "xi": xi_term,
+            "displacement": losses.displacement_penalty(output.displacement, cfg.lambda_d),
+            "intensity": losses.intensity_penalty(output.intensity, cfg.lambda_v),
+            "kl": cfg.kl_weight * losses.kl_divergence(posterior),
+        }
+        if cfg.diversity_weight > 0:
+            terms["diversity"] = -cfg.diversity_weight * self.diversity(
+                attacker, encoding, real, (z_d, z_v), output, generator
+            )
+        for parameter in critic.parameters():
+            parameter.requires_grad_(True)
+        total = sum(terms.values())
+        check_step(terms, "loss")
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        check_gradients(attacker.parameters(), "generator")
+        optimizer.step()
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        values["total"] = float(total.detach())
+        values["masked_xent"] = float(xent.detach().mean())
+        return values
+
+    def diversity(
+        self,
+        attacker: Attacker,
+        encoding: Encoding,
+        real: torch.Tensor,
+        latents: tuple[torch.Tensor, torch.Tensor],
+        output: AttackOutput,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        """The diversity of a second posterior draw against the first, D's plus V's.
+
+        A field the mode switches off is zero for both draws and adds nothing.
+        """
+        cfg = self.config
+        z_d, z_v = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
+        other = attacker.decode(encoding, real, z_d, z_v)
+        return losses.diversity(
+            output.displacement, other.displacement, latents[0], z_d, cfg.diversity_cap_d
+        ) + losses.diversity(
+            output.intensity, other.intensity, latents[1], z_v, cfg.diversity_cap_v
+        )
+
+    @torch.no_grad()
+    def progress(
+        self, attacker: Attacker, seg: SegmentationModel, images: torch.Tensor, step: int
+    ) -> AttackProgress:
+        """The attack's effect on ``images`` (posterior means): Dice drop per organ and p."""
+        attacker.eval()
+        encoding = attacker.encode(images)
+        z_d, z_v = attacker.sample_latents(encoding.posterior, "mean")
+        output = attacker.decode(encoding, images, z_d, z_v)
+        logits = seg.logits(images)
+        s_dv = class_map(seg.logits(output.image))
+        moved = output.displacement if self.config.reference == "warped" else None
+        drop = dice_drop(seg.spec.label_map, class_map(logits), s_dv, moved, logits.shape[1])
+        p = float((output.image - images).abs().mean())
+        return AttackProgress(step, drop, overall_mean(drop), p)
+
+
 class AttackTrainer(StoppableTrainer):
     """Trains an :class:`Attacker` against a frozen segmentation model; see the module docstring.
 
@@ -259,6 +400,7 @@ class AttackTrainer(StoppableTrainer):
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + state["step"])
         started = time.perf_counter() - state["seconds"]
         seg_before = {k: v.detach().clone() for k, v in seg.network.state_dict().items()}
+        steps = AttackSteps(cfg)
         stopped = False
         while state["step"] < cfg.steps:
             if self.stop_requested:
@@ -268,10 +410,10 @@ class AttackTrainer(StoppableTrainer):
             attacker.train()
             critic.train()
             try:
-                wasserstein = self._train_critic(
+                wasserstein = steps.train_critic(
                     attacker, critic, opt_c, bank, rng, generator, device
                 )
-                values = self._train_generator(
+                values = steps.train_generator(
                     attacker, critic, opt_g, seg, bank, rng, generator, device
                 )
             except Diverged as error:
@@ -284,7 +426,7 @@ class AttackTrainer(StoppableTrainer):
             state["step"] += 1
             yield StepCompleted(state["step"], cfg.steps, 0, values, time.perf_counter() - tick)
             if state["step"] % cfg.monitor_every == 0 or state["step"] == cfg.steps:
-                yield self._progress(attacker, seg, monitor, state["step"])
+                yield steps.progress(attacker, seg, monitor, state["step"])
             if state["step"] % cfg.checkpoint_every == 0:
                 state["seconds"] = time.perf_counter() - started
                 path = self._save(attacker, critic, opt_g, opt_c, state, str(device))
@@ -296,131 +438,6 @@ class AttackTrainer(StoppableTrainer):
             path = self._save(attacker, critic, opt_g, opt_c, state, str(device))
             yield CheckpointSaved(state["step"], path, "last")
         yield TrainingFinished(state["step"], stopped, self.out_dir, self.out_dir, {})
-
-    def _train_critic(
-        self,
-        attacker: Attacker,
-        critic: Critic,
-        optimizer: torch.optim.Optimizer,
-        bank: SliceBank,
-        rng: np.random.Generator,
-        generator: torch.Generator,
-        device: torch.device,
-    ) -> float:
-        cfg = self.config
-        critic.train()
-        estimate = 0.0
-        for _ in range(cfg.critic_steps):
-            real = bank.sample(cfg.batch_size, rng).to(device)
-            with torch.no_grad():
-                fake = attacker(real, generator)[0].image
-            loss = losses.critic_loss(*_score(critic, real, fake))
-            estimate = -float(loss.detach())
-            if cfg.gradient_penalty > 0:
-                penalty = losses.gradient_penalty(critic, real, fake, generator)
-                loss = loss + cfg.gradient_penalty * penalty
-            check_step({"critic": loss}, "loss")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            check_gradients(critic.parameters(), "critic")
-            optimizer.step()
-            if cfg.gradient_penalty == 0:
-                with torch.no_grad():
-                    for parameter in critic.parameters():
-                        parameter.clamp_(-cfg.clip, cfg.clip)
-        return estimate
-
-    def _train_generator(
-        self,
-        attacker: Attacker,
-        critic: Critic,
-        optimizer: torch.optim.Optimizer,
-        seg: SegmentationModel,
-        bank: SliceBank,
-        rng: np.random.Generator,
-        generator: torch.Generator,
-        device: torch.device,
-    ) -> dict[str, float]:
-        cfg = self.config
-        real = bank.sample(cfg.batch_size, rng).to(device)
-        with torch.no_grad():
-            s0 = torch.softmax(seg.logits(real), dim=1)
-        encoding = attacker.encode(real)
-        posterior = encoding.posterior
-        z_d, z_v = attacker.sample_latents(posterior, "posterior", 1.0, generator)
-        output = attacker.decode(encoding, real, z_d, z_v)
-        reference = losses.eq5_reference(s0, output.displacement, cfg.reference, cfg.eq5)
-        logits_dv = seg.logits(output.image)
-        xent = losses.masked_cross_entropy(reference, logits_dv, cfg.eq5)
-        if cfg.per_organ:
-            xi_term = losses.organ_xi_loss(
-                *losses.organ_cross_entropy(reference, logits_dv, eq5=cfg.eq5), cfg.xi
-            )
-        else:
-            xi_term = losses.xi_loss(xent, cfg.xi)
-        critic.eval()  # the generator is scored, not the critic trained: no batch statistics
-        for parameter in critic.parameters():
-            parameter.requires_grad_(False)
-        terms = {
-            "adversarial": losses.generator_adversarial_loss(*_score(critic, real, output.image)),
-            "xi": xi_term,
-            "displacement": losses.displacement_penalty(output.displacement, cfg.lambda_d),
-            "intensity": losses.intensity_penalty(output.intensity, cfg.lambda_v),
-            "kl": cfg.kl_weight * losses.kl_divergence(posterior),
-        }
-        if cfg.diversity_weight > 0:
-            terms["diversity"] = -cfg.diversity_weight * self._diversity(
-                attacker, encoding, real, (z_d, z_v), output, generator
-            )
-        for parameter in critic.parameters():
-            parameter.requires_grad_(True)
-        total = sum(terms.values())
-        check_step(terms, "loss")
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        check_gradients(attacker.parameters(), "generator")
-        optimizer.step()
-        values = {name: float(value.detach()) for name, value in terms.items()}
-        values["total"] = float(total.detach())
-        values["masked_xent"] = float(xent.detach().mean())
-        return values
-
-    def _diversity(
-        self,
-        attacker: Attacker,
-        encoding: Encoding,
-        real: torch.Tensor,
-        latents: tuple[torch.Tensor, torch.Tensor],
-        output: AttackOutput,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        """The diversity of a second posterior draw against the first, D's plus V's.
-
-        A field the mode switches off is zero for both draws and adds nothing.
-        """
-        cfg = self.config
-        z_d, z_v = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
-        other = attacker.decode(encoding, real, z_d, z_v)
-        return losses.diversity(
-            output.displacement, other.displacement, latents[0], z_d, cfg.diversity_cap_d
-        ) + losses.diversity(
-            output.intensity, other.intensity, latents[1], z_v, cfg.diversity_cap_v
-        )
-
-    @torch.no_grad()
-    def _progress(
-        self, attacker: Attacker, seg: SegmentationModel, images: torch.Tensor, step: int
-    ) -> AttackProgress:
-        attacker.eval()
-        encoding = attacker.encode(images)
-        z_d, z_v = attacker.sample_latents(encoding.posterior, "mean")
-        output = attacker.decode(encoding, images, z_d, z_v)
-        logits = seg.logits(images)
-        s_dv = class_map(seg.logits(output.image))
-        moved = output.displacement if self.config.reference == "warped" else None
-        drop = dice_drop(seg.spec.label_map, class_map(logits), s_dv, moved, logits.shape[1])
-        p = float((output.image - images).abs().mean())
-        return AttackProgress(step, drop, overall_mean(drop), p)
 
     def _save(
         self,
@@ -501,6 +518,7 @@ def _score(
 __all__ = [
     "ATTACKER_KIND",
     "RESUME_FREE",
+    "AttackSteps",
     "AttackTrainer",
     "AttackTrainingConfig",
     "SliceBank",

@@ -34,6 +34,7 @@ from ._cli_common import (
     with_progress,
 )
 from .cli_attack import add_attack_commands
+from .cli_harden import add_harden_command
 from .cli_model import add_model_commands
 from .cli_sweep import add_report_command, add_sweep_command
 from .data.samples import MAX_SUBJECTS
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
     evaluate.set_defaults(handler=_eval_seg)
     add_attack_commands(commands)
+    add_harden_command(commands)
     add_sweep_command(commands)
     add_report_command(commands)
     add_model_commands(commands)

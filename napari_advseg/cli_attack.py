@@ -109,8 +109,10 @@ def add_attack_commands(commands: Any) -> None:
     generate.set_defaults(handler=_generate)
 
 
-def add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) -> None:
-    """The attack-training options of train-attack and sweep."""
+def add_attack_settings(
+    parser: argparse.ArgumentParser, with_xi: bool = True, with_schedule: bool = True
+) -> None:
+    """The attack-training options of train-attack, sweep and (without the schedule) harden."""
     group = parser.add_argument_group("attack training")
     weight = arg_float(0, MAX_WEIGHT)
     if with_xi:
@@ -118,14 +120,17 @@ def add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) -
             "--xi", type=arg_float(0, MAX_XI), default=2.0, help="target masked cross-entropy"
         )
         group.add_argument("--mode", choices=("dv", "d", "v"), default="dv")
-    group.add_argument("--steps", type=arg_int(1, MAX_STEPS), default=1000, help="generator steps")
-    group.add_argument("--batch-size", type=arg_int(1, MAX_BATCH), default=8)
-    group.add_argument(
-        "--crop-size",
-        type=arg_int(16, MAX_PATCH),
-        default=128,
-        help=f"training crop, pixels (16 to {MAX_PATCH}, a multiple of the attacker's stride)",
-    )
+    if with_schedule:
+        group.add_argument(
+            "--steps", type=arg_int(1, MAX_STEPS), default=1000, help="generator steps"
+        )
+        group.add_argument("--batch-size", type=arg_int(1, MAX_BATCH), default=8)
+        group.add_argument(
+            "--crop-size",
+            type=arg_int(16, MAX_PATCH),
+            default=128,
+            help=f"training crop, pixels (16 to {MAX_PATCH}, a multiple of the attacker's stride)",
+        )
     group.add_argument("--lambda-d", type=weight, default=0.1)
     group.add_argument("--lambda-v", type=weight, default=0.01)
     group.add_argument("--kl-weight", type=weight, default=0.01, help="0: the paper's exact eq. 6")
@@ -199,8 +204,14 @@ def add_attack_settings(parser: argparse.ArgumentParser, with_xi: bool = True) -
     group.add_argument("--seed", type=SEED, default=0)
 
 
-def _training_settings(args: argparse.Namespace, xi: float) -> Any:
+def training_settings(args: argparse.Namespace, xi: float, **schedule: Any) -> Any:
+    """The :class:`AttackTrainingConfig` of the parsed options (``schedule`` overrides)."""
     from .training.attack_trainer import AttackTrainingConfig
+
+    steps = {
+        name: schedule.get(name, getattr(args, name, None))
+        for name in ("steps", "batch_size", "crop_size")
+    }
 
     return AttackTrainingConfig(
         xi=xi,
@@ -216,9 +227,7 @@ def _training_settings(args: argparse.Namespace, xi: float) -> Any:
         learning_rate=args.lr,
         critic_steps=args.critic_steps,
         gradient_penalty=args.gradient_penalty,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        crop_size=args.crop_size,
+        **steps,
         seed=args.seed,
         device=args.device,
     )
@@ -249,7 +258,7 @@ def train_one(
         volumes,
         AttackerConfig(args.latent_d, args.latent_v, mode=mode),
         critic_config=CriticConfig(norm=args.critic_norm) if args.critic_norm else None,
-        config=_training_settings(args, xi),
+        config=training_settings(args, xi),
         resume=getattr(args, "resume", False),
         overwrite=args.overwrite,
         provenance={"command": args.command_line, "data": [v.name for v in volumes]},

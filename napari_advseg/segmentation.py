@@ -440,7 +440,8 @@ def load_segmentation_model(
     Parameters
     ----------
     path
-        A checkpoint folder, an nnU-Net v2 ``<trainer>__<plans>__2d`` folder (or one of its
+        A checkpoint folder (a U-Net's, or a network fine-tuned by ``advseg harden``), an
+        nnU-Net v2 ``<trainer>__<plans>__2d`` folder (or one of its
         ``fold_N`` folders), a TorchScript file or a ``torch.export`` ``.pt2`` file; None for
         the shipped U-Net.
     spec
@@ -464,7 +465,9 @@ def load_segmentation_model(
     if fold is not None and not nnunet:
         raise InvalidInputError(f"{path}: not an nnU-Net results folder; --fold is for those.")
     if path.is_dir():
-        model = load_nnunet(path, fold) if nnunet else load_unet(path)[0]
+        from .finetuned import load_model_folder  # a U-Net, or any network fine-tuned here
+
+        model = load_nnunet(path, fold) if nnunet else load_model_folder(path)[0]
         if spec is not None and spec != model.spec:
             differences = "; ".join(spec.differences(model.spec))
             source = "nnU-Net folder's plans give" if nnunet else "checkpoint carries its own"

@@ -8,6 +8,11 @@
    seeds, are evaluated once on the test subjects, with 95 % bootstrap intervals over subjects and
    the spread over seeds (:mod:`~napari_advseg.evaluation.seeded`), and a random baseline at the
    headline's perceptibility.
+3. **Curve** (``--curve-on-test``). The first-seed D+V attacker of every candidate xi is evaluated
+   on the test subjects too, as ``rows.json``'s ``curve_rows`` (``"split": "test-curve"``): the
+   p-against-damage curve on the test split that a robustness comparison
+   (:mod:`~napari_advseg.evaluation.robustness`) reads. It adds evaluation only where the
+   candidates were trained for the selection; with ``--headline-xi`` they are trained for it.
 """
 
 from __future__ import annotations
@@ -49,10 +54,10 @@ def add_sweep_command(commands: Any) -> None:
         help="Table 1: xi chosen on validation, D+V, D-only, V-only and random on test, with CIs",
         description=(
             "Train (or, with --attackers, load) one D+V attacker per --xi and evaluate them on "
-            "the validation subjects to choose the headline xi (the smallest that meets the 30 %% "
+            "the validation subjects to choose the headline xi (the smallest that meets the 30 % "
             "rule on every organ at p <= 0.1); then train the headline D+V, D-only and V-only "
             "attacks at that xi with --seeds seeds, evaluate them once on the test subjects with "
-            "95 %% bootstrap intervals over subjects, and a random baseline at the headline's p. "
+            "95 % bootstrap intervals over subjects, and a random baseline at the headline's p. "
             "Writes Table 1 as Markdown, CSV, JSON and a PNG plot into --out. Attackers train on "
             "the training subjects (a --dataset's train split, or the phantom's)."
         ),
@@ -100,6 +105,16 @@ def add_sweep_command(commands: Any) -> None:
         default=None,
         help="also train and test the headline D+V attack with this eq. 5 form (one seed)",
     )
+    sweep.add_argument(
+        "--curve-on-test",
+        action="store_true",
+        help=(
+            "also evaluate the first-seed D+V attacker of every candidate xi on the test "
+            "subjects (rows.json's curve_rows, split test-curve): the p-against-damage curve "
+            "that `advseg report --after` compares; with --headline-xi and no --attackers, the "
+            "--xi attackers are trained for it"
+        ),
+    )
     sweep.add_argument("--out", type=Path, default=Path("sweep"), help="output folder")
     sweep.add_argument("--json", type=Path, default=None, help="also write the rows here")
     sweep.add_argument(
@@ -116,17 +131,44 @@ def add_report_command(commands: Any) -> None:
     """Register ``report`` on the ``advseg`` subparsers."""
     report = commands.add_parser(
         "report",
-        help="render a sweep's results as one self-contained HTML page",
+        help="render a sweep's results (or two sweeps, before and after hardening) as HTML",
         description=(
             "Render the --out folder of `advseg sweep` (rows.json, figure_slices.npz) as one "
             "HTML file with everything embedded: Table 1 with intervals, Dice against xi and p, "
             "the D-only, V-only and random rows, slices as the paper's Fig. 2, the command and "
-            "the versions. sweep writes it too, as report.html."
+            "the versions. sweep writes it too, as report.html. With --after, compare the "
+            "sweep of the original model (--sweep) with the sweep of its hardened version "
+            "instead: the smallest in-body p at which a fresh attacker makes every organ lose "
+            "30 %, Dice at one in-body p, clean Dice, random and transfer rows and the goals, "
+            "as HTML, Markdown (.md) and JSON (.json) side by side."
         ),
     )
     report.add_argument("--sweep", type=Path, required=True, help="a sweep's --out folder")
     report.add_argument(
-        "--out", type=Path, default=None, help="HTML file to write (default: SWEEP/report.html)"
+        "--after",
+        type=Path,
+        default=None,
+        help="the sweep of the hardened model (same settings): compare it with --sweep",
+    )
+    report.add_argument(
+        "--transfer",
+        type=Path,
+        default=None,
+        help="with --after: a sweep of --sweep's attackers against the hardened model",
+    )
+    report.add_argument(
+        "--at-p-hu",
+        type=arg_float(0),
+        default=None,
+        help="with --after: the in-body p (HU) to compare Dice at (default: the headline "
+        "D+V test row's of --sweep)",
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="HTML file to write (default: SWEEP/report.html; with --after, "
+        "AFTER/robustness.html, and .md and .json beside it)",
     )
     report.set_defaults(handler=_report)
 
@@ -136,7 +178,25 @@ def _report(args: argparse.Namespace) -> None:
 
     if args.out is not None:
         check_output_file(args.out, "--out", (".html", ".htm"))
+    if args.after is not None:
+        _compare_report(args)
+        return
+    if args.transfer is not None or args.at_p_hu is not None:
+        raise InvalidInputError(
+            "--transfer and --at-p-hu compare two sweeps: give the hardened model's sweep "
+            "with --after too."
+        )
     print(f"wrote {write_report(args.sweep, args.out)}")
+
+
+def _compare_report(args: argparse.Namespace) -> None:
+    from .evaluation.report_compare import plain_summary, write_comparison
+
+    written, summary = write_comparison(
+        args.sweep, args.after, args.transfer, args.at_p_hu, args.out
+    )
+    print(plain_summary(summary))
+    print("wrote " + ", ".join(str(p) for p in written))
 
 
 def _folder(out: Path, mode: str, xi: float, seed: int, eq5: str | None = None) -> Path:
@@ -226,6 +286,13 @@ class _Attackers:
         return [self._trained[folder] for folder in folders]
 
 
+def _candidates(args: argparse.Namespace, attackers: _Attackers) -> list[float]:
+    """The xi of the D+V attackers the headline is chosen among (and the test curve drawn of)."""
+    if args.attackers:
+        return sorted(xi for mode, xi in attackers.given if mode == "dv")
+    return sorted(args.xi)
+
+
 def _check_plan(args: argparse.Namespace, has_validation: bool) -> None:
     if args.headline_xi is None and not has_validation:
         raise InvalidInputError(
@@ -243,6 +310,9 @@ def _check_plan(args: argparse.Namespace, has_validation: bool) -> None:
         if args.compare_eq5:
             folder = _folder(args.out, "dv", xi, args.seed, args.compare_eq5)
             check_training_out(folder, False, args.overwrite)
+    if args.curve_on_test and args.headline_xi is not None:  # the curve's own attackers
+        for xi in args.xi:
+            check_training_out(_folder(args.out, "dv", xi, args.seed), False, args.overwrite)
 
 
 def sweep_command(args: argparse.Namespace) -> None:
@@ -263,7 +333,10 @@ def sweep_command(args: argparse.Namespace) -> None:
     free = available_memory()
     cache = SWEEP_CACHE_BYTES if free is None else min(SWEEP_CACHE_BYTES, free // 8)
     check_data_files(args, require_labels=False)
-    seg = load_model(args)
+    from .training.device import select_device
+
+    # evaluation runs where the model is: on --device, also when no attacker is trained here
+    seg = load_model(args).to(select_device(args.device))
     organs = seg.spec.label_map.names
     test = eval_volumes(args, require_labels=False, cache_bytes=cache, label_map=seg.spec.label_map)
     attackers = _Attackers(args, seg)
@@ -286,12 +359,7 @@ def sweep_command(args: argparse.Namespace) -> None:
                 "more subjects, other --fractions, or --headline-xi X."
             )
         extra["validation_subjects"] = [v.name for v in validation]
-        candidates = (
-            sorted(args.xi)
-            if not args.attackers
-            else sorted(xi for mode, xi in attackers.given if mode == "dv")
-        )
-        for candidate in candidates:
+        for candidate in _candidates(args, attackers):
             for loaded in attackers.seeds("dv", candidate, 1):
                 report = evaluate_attack(seg, LearnedAttack(loaded), validation)
                 if not validation_rows:
@@ -307,7 +375,11 @@ def sweep_command(args: argparse.Namespace) -> None:
     print(f"headline: xi = {xi:g}, chosen by the {chosen_by}")
 
     # 2. the test rows, each over its seeds, evaluated once
-    rows, headline_reports = _test_rows(args, seg, attackers, xi, test, organs, extra)
+    rows, headline_reports, first_report = _test_rows(args, seg, attackers, xi, test, organs, extra)
+    curve_rows: list[dict[str, Any]] = []
+    if args.curve_on_test:  # 3. every candidate's first seed on the test subjects too
+        known = {xi: first_report} if first_report is not None else {}
+        curve_rows = _curve_rows(seg, attackers, _candidates(args, attackers), test, known)
     if headline_reports:
         rows += _random_row(args, seg, rows, test)
         _headline_extras(seg, headline_reports, test, extra)
@@ -315,7 +387,7 @@ def sweep_command(args: argparse.Namespace) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.out / FIGURE_FILE, **slices)
     extra["seconds"] = round(time.perf_counter() - started, 1)
-    written = write_outputs(rows, organs, args.out, extra, validation_rows)
+    written = write_outputs(rows, organs, args.out, extra, validation_rows, curve_rows)
     written.append(write_report(args.out))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -333,7 +405,8 @@ def _test_rows(
     test: Any,
     organs: list[str],
     extra: dict[str, Any],
-) -> tuple[list[dict[str, Any]], list[Any]]:
+) -> tuple[list[dict[str, Any]], list[Any], Any]:
+    """The test rows, the headline D+V attackers and the report of the first of them (or None)."""
     from .evaluation.attack_eval import evaluate_attack
     from .evaluation.attacks import LearnedAttack
     from .evaluation.seeded import average_over_seeds, interval_fields
@@ -341,6 +414,7 @@ def _test_rows(
 
     rows: list[dict[str, Any]] = []
     headline: list[Any] = []
+    first_report = None
     for mode in MODES:
         loaded = attackers.seeds(mode, xi, args.seeds)
         if not loaded:
@@ -359,14 +433,42 @@ def _test_rows(
         rows.append(row)
         print(f"test {label}, {len(reports)} seed(s): p {row['p']:.3f}")
         if mode == "dv":
-            headline = loaded
+            headline, first_report = loaded, reports[0]
     if args.compare_eq5 and headline:
         for loaded in attackers.seeds("dv", xi, 1, args.compare_eq5):
             report = evaluate_attack(seg, LearnedAttack(loaded), test)
             label = f"I_DV (xi = {xi:g}, eq. 5 {args.compare_eq5})"
             rows.append({**attack_row(label, xi, "dv-eq5", report), "split": "test"})
             print(f"test {label}: p {rows[-1]['p']:.3f}")
-    return rows, headline
+    return rows, headline, first_report
+
+
+def _curve_rows(
+    seg: Any, attackers: _Attackers, candidates: list[float], test: Any, known: dict[float, Any]
+) -> list[dict[str, Any]]:
+    """The first-seed D+V attacker of each candidate xi on the test subjects (``test-curve``).
+
+    ``known`` holds reports already made of those attackers on these subjects (the headline's
+    first seed), which are reused rather than evaluated again.
+    """
+    from .evaluation.attack_eval import evaluate_attack
+    from .evaluation.attacks import LearnedAttack
+    from .evaluation.sweep import attack_row
+
+    rows = []
+    for candidate in candidates:
+        loaded = attackers.seeds("dv", candidate, 1)
+        if not loaded:
+            print(f"no dv attacker at xi = {candidate:g}: its test-curve row is left out")
+            continue
+        if candidate in known:
+            report = known[candidate]
+        else:
+            report = evaluate_attack(seg, LearnedAttack(loaded[0]), test)
+        label = f"I_DV (xi = {candidate:g}, first seed)"
+        rows.append({**attack_row(label, candidate, "dv", report), "split": "test-curve"})
+        print(f"test curve {label}: p {rows[-1]['p']:.3f}")
+    return rows
 
 
 def _random_row(args: argparse.Namespace, seg: Any, rows: list[dict], test: Any) -> list[dict]:

@@ -66,7 +66,10 @@ def table_cells(row: Mapping[str, Any], organs: Sequence[str], key: str) -> list
     ]
 
 
-def _table(rows: Sequence[Mapping[str, Any]], organs: Sequence[str], key: str, name: str) -> str:
+def html_table(
+    rows: Sequence[Mapping[str, Any]], organs: Sequence[str], key: str, name: str
+) -> str:
+    """Rows as an HTML table of class ``name``, with :func:`table_cells`' columns."""
     head = ["", *(o.capitalize() for o in organs), "p", "p (HU, FOV)", "p (HU, body)", "seeds"]
     lines = [
         f'<table class="{name}">',
@@ -79,7 +82,8 @@ def _table(rows: Sequence[Mapping[str, Any]], organs: Sequence[str], key: str, n
     return "\n".join(lines)
 
 
-def _png(figure: Any) -> str:
+def png_uri(figure: Any) -> str:
+    """A Matplotlib figure as a PNG ``data:`` URI (the figure is closed)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -88,7 +92,8 @@ def _png(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _figure() -> Any:
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no window)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,7 +112,7 @@ def dice_plots(
     The lines are the D+V rows xi was chosen on (else the test rows); the D-only, V-only and
     random rows are points on the p panel.
     """
-    plt = _figure()
+    plt = pyplot()
     sweep = [r for r in (validation_rows or rows) if r.get("mode") == "dv" and r.get("xi")]
     sweep = sorted(sweep, key=lambda r: r["xi"])
     others = [r for r in rows if r.get("mode") in ("d", "v", "random")]
@@ -126,12 +131,12 @@ def dice_plots(
         axis.set_ylim(0, 1)
     by_xi.legend(fontsize=8)
     by_p.set_title("squares: D only, triangles: V only, crosses: random", fontsize=8)
-    return _png(figure)
+    return png_uri(figure)
 
 
 def slice_figure(slices: Mapping[str, np.ndarray], index: int, organs: Sequence[str]) -> str:
     """Fig. 2 of the paper for one slice: I0 with S0, I_DV with S_DV, D as a deformed grid, V."""
-    plt = _figure()
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
 
     image, attacked = slices["image"][index], slices["attacked"][index]
@@ -162,7 +167,7 @@ def slice_figure(slices: Mapping[str, np.ndarray], index: int, organs: Sequence[
     axes[3].set_title("V")
     for axis in axes:
         axis.set_axis_off()
-    return _png(figure)
+    return png_uri(figure)
 
 
 STYLE = (
@@ -200,14 +205,19 @@ def render_report(
         )
     parts += [
         "<h2>Table 1: test subjects, anatomy-consistent (warped) reference</h2>",
-        _table(rows, organs, "dice_warped", "test-warped"),
+        html_table(rows, organs, "dice_warped", "test-warped"),
         "<h2>Table 1: test subjects, original reference (the paper's)</h2>",
-        _table(rows, organs, "dice", "test-original"),
+        html_table(rows, organs, "dice", "test-original"),
     ]
     if validation:
         parts += [
             "<h2>Choosing xi: validation subjects (one seed each)</h2>",
-            _table(validation, organs, "dice_warped", "validation"),
+            html_table(validation, organs, "dice_warped", "validation"),
+        ]
+    if payload.get("curve_rows"):
+        parts += [
+            "<h2>Every candidate xi on the test subjects (first seed each)</h2>",
+            html_table(payload["curve_rows"], organs, "dice_warped", "test-curve"),
         ]
     if any(r.get("mode") == "dv" for r in [*rows, *validation]):
         parts += [
@@ -233,8 +243,14 @@ def render_report(
     return "\n".join(parts) + "\n"
 
 
-def write_report(folder: Path, out: Path | None = None) -> Path:
-    """Render ``folder``'s ``rows.json`` (and ``figure_slices.npz``) into one HTML file."""
+def read_sweep(folder: Path) -> tuple[dict[str, Any], list[str]]:
+    """A sweep folder's ``rows.json`` payload and its organs.
+
+    Raises
+    ------
+    InvalidInputError
+        If the folder has no ``rows.json`` or it is not a sweep's.
+    """
     import json
 
     from ..errors import InvalidInputError
@@ -244,9 +260,15 @@ def write_report(folder: Path, out: Path | None = None) -> Path:
         raise InvalidInputError(f"{folder}: no rows.json; give the --out folder of a sweep.")
     try:
         payload = json.loads(rows_file.read_text(encoding="utf-8"))
-        organs = payload.get("organs") or list(payload["rows"][0]["dice"])
+        organs = list(payload.get("organs") or payload["rows"][0]["dice"])
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
         raise InvalidInputError(f"{rows_file}: not the rows.json of a sweep ({error}).") from error
+    return payload, organs
+
+
+def write_report(folder: Path, out: Path | None = None) -> Path:
+    """Render ``folder``'s ``rows.json`` (and ``figure_slices.npz``) into one HTML file."""
+    payload, organs = read_sweep(folder)
     slices = None
     if (folder / FIGURE_FILE).is_file():
         with np.load(folder / FIGURE_FILE, allow_pickle=False) as data:

@@ -150,11 +150,15 @@ def write_outputs(
     out: Path,
     extra: dict[str, Any],
     validation_rows: Sequence[dict[str, Any]] = (),
+    curve_rows: Sequence[dict[str, Any]] = (),
 ) -> list[Path]:
     """Write ``table.md``, ``table.csv``, ``rows.json`` and ``dice_vs_xi.png`` into ``out``.
 
     ``rows`` are the test rows (with intervals where trained with several seeds);
-    ``validation_rows`` the rows the headline xi was chosen on.
+    ``validation_rows`` the rows the headline xi was chosen on; ``curve_rows`` (``sweep
+    --curve-on-test``) the first-seed D+V attack of every candidate xi on the test subjects,
+    written as ``rows.json``'s ``curve_rows`` and as a table and CSV rows of their own, and
+    nowhere at all when there are none.
     """
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -182,6 +186,14 @@ def write_outputs(
         markdown_table(rows, organs, "dice_warped"),
         "",
     ]
+    if curve_rows:
+        text += [
+            "Test subjects, the D+V attack of every candidate xi (first seed each), Dice (%) "
+            "against the anatomy-consistent (warped) reference:",
+            "",
+            markdown_table(curve_rows, organs, "dice_warped"),
+            "",
+        ]
     md.write_text("\n".join(text))
     written.append(md)
     table = out / "table.csv"
@@ -206,6 +218,7 @@ def write_outputs(
             ]
         )
         tagged = [("validation", r) for r in validation_rows] + [("test", r) for r in rows]
+        tagged += [("test-curve", r) for r in curve_rows]
         for split, row in tagged:
             writer.writerow(
                 [
@@ -226,6 +239,8 @@ def write_outputs(
     written.append(table)
     data = out / "rows.json"
     payload = {"rows": list(rows), "validation_rows": list(validation_rows), **extra}
+    if curve_rows:
+        payload["curve_rows"] = list(curve_rows)
     data.write_text(json.dumps(payload, indent=2) + "\n")
     written.append(data)
     written.append(plot_sweep(rows, organs, out / "dice_vs_xi.png", validation_rows))

@@ -113,6 +113,26 @@ reward (in [-weight, 0], when it is on); the generator's total loss."""
 UNET_LAYOUT = PlotLayout((Panel("loss", ("cross_entropy", "dice")),), hidden=("total",))
 """The U-Net's terms: cross-entropy and (weighted) soft Dice; their sum is not drawn."""
 
+HARDEN_LAYOUT = PlotLayout(
+    (
+        Panel("f_seg", ("seg_cross_entropy", "seg_clean", "seg_attacked", "seg_dice")),
+        Panel("attack", ("attacker_masked_xent", "attacker_xi")),
+        Panel("critic", ("attacker_wasserstein",)),
+    ),
+    hidden=(
+        "attacker_adversarial",
+        "attacker_displacement",
+        "attacker_intensity",
+        "attacker_kl",
+        "attacker_diversity",
+        "attacker_total",
+    ),
+)
+"""A hardening run's terms: f_seg's cross-entropy on its whole batch, on the clean and on the
+attacked patches (and its weighted soft Dice); the attacker's masked cross-entropy against its
+xi target and its xi term; the critic's Wasserstein estimate. The attacker's penalties and
+adversarial losses are not drawn (the attacker's own training shows them)."""
+
 
 @dataclass(frozen=True)
 class ThemeColors:
@@ -134,8 +154,10 @@ class ThemeColors:
 class PlotSnapshot:
     """Everything one render needs; the arrays are not changed after the snapshot is taken.
 
-    ``series`` maps each term to its values at steps 1, 2, ...; ``targets`` maps a term to a
-    value drawn as a dashed line on its panel (xi for the masked cross-entropy).
+    ``series`` maps each term to its values, at the steps ``steps`` gives for it (default
+    1, 2, ...: a term reported at some steps only, as a hardening run's, needs them);
+    ``targets`` maps a term to a value drawn as a dashed line on its panel (xi for the masked
+    cross-entropy).
     """
 
     layout: PlotLayout
@@ -145,16 +167,22 @@ class PlotSnapshot:
     height: int
     pixel_ratio: float = 1.0
     targets: Mapping[str, float] = field(default_factory=dict)
+    steps: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
-def decimate(values: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Steps and values to draw: all points, or bin means of equal runs of steps if too many.
+def decimate(
+    values: np.ndarray, max_points: int = MAX_POINTS, steps: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps and values to draw: all points, or bin means of equal runs of points if too many.
 
-    Non-finite values become NaN (a gap in the line), so they never break the axis limits.
+    ``steps``: the step of each value (default 1, 2, ...). Non-finite values become NaN (a gap
+    in the line), so they never break the axis limits.
     """
     values = np.asarray(values, dtype=np.float64)
     values = np.where(np.isfinite(values), values, np.nan)
-    steps = np.arange(1, len(values) + 1, dtype=np.float64)
+    if steps is None:
+        steps = np.arange(1, len(values) + 1, dtype=np.float64)
+    steps = np.asarray(steps, dtype=np.float64)
     if len(values) <= max_points:
         return steps, values
     size = math.ceil(len(values) / max_points)
@@ -166,7 +194,9 @@ def decimate(values: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarr
     sums = np.nansum(padded.reshape(bins, size), axis=1)
     finite = np.isfinite(padded).reshape(bins, size).sum(axis=1)
     means = np.divide(sums, finite, out=np.full(bins, np.nan), where=finite > 0)
-    centres = np.arange(bins) * size + (counts + 1) / 2
+    padded_steps = np.zeros(bins * size)
+    padded_steps[: len(steps)] = steps
+    centres = padded_steps.reshape(bins, size).sum(axis=1) / counts
     return centres, means
 
 
@@ -253,7 +283,7 @@ class LossFigure:
                         color=color_of[term],
                         linestyle="--",
                         linewidth=0.8,
-                        label="xi target" if term == "masked_xent" else f"{term} target",
+                        label="xi target" if term.endswith("masked_xent") else f"{term} target",
                     )
             self._style(axes, panel, colors)
             if index + columns >= len(panels):  # nothing below it
@@ -287,7 +317,7 @@ class LossFigure:
         for axes, panel in zip(self.figure.axes, self.panels, strict=False):
             drawn = []
             for term in panel.terms:
-                steps, values = decimate(snapshot.series[term])
+                steps, values = decimate(snapshot.series[term], steps=snapshot.steps.get(term))
                 self.lines[term].set_data(steps, values)
                 drawn.append(values)
             if panel.yscale == "symlog":

@@ -62,22 +62,35 @@ def _hex(color: object) -> str:
 
 
 class _Series:
-    """A growing array of one term's values: appending is amortised O(1), views never change."""
+    """A growing array of one term's values and steps: appending is amortised O(1)."""
 
     def __init__(self) -> None:
         self.data = np.empty(64, dtype=np.float64)
+        self.steps = np.empty(64, dtype=np.float64)
         self.size = 0
 
-    def append(self, value: float) -> None:
+    def append(self, value: float, step: float | None = None) -> None:
         if self.size == len(self.data):
-            grown = np.empty(2 * len(self.data), dtype=np.float64)
-            grown[: self.size] = self.data[: self.size]
-            self.data = grown  # earlier views keep the old buffer, which is never written again
+            # earlier views keep the old buffers, which are never written again
+            self.data = self._grown(self.data)
+            self.steps = self._grown(self.steps)
         self.data[self.size] = value
+        self.steps[self.size] = self.size + 1 if step is None else step
         self.size += 1
 
+    def _grown(self, array: np.ndarray) -> np.ndarray:
+        grown = np.empty(2 * len(array), dtype=np.float64)
+        grown[: self.size] = array[: self.size]
+        return grown
+
     def view(self) -> np.ndarray:
-        view = self.data[: self.size]
+        return self._frozen(self.data)
+
+    def step_view(self) -> np.ndarray:
+        return self._frozen(self.steps)
+
+    def _frozen(self, array: np.ndarray) -> np.ndarray:
+        view = array[: self.size]
         view.flags.writeable = False
         return view
 
@@ -140,12 +153,16 @@ class LossPlot(QWidget):
         self.series = {}
         self.request_draw(now=True)
 
-    def append(self, losses: Mapping[str, float]) -> None:
-        """Record one step's loss terms (GUI thread; cheap: the redraw is throttled)."""
+    def append(self, losses: Mapping[str, float], step: int | None = None) -> None:
+        """Record one step's loss terms (GUI thread; cheap: the redraw is throttled).
+
+        ``step``: the run's step (drawn on the x axis; default: each term's count of values).
+        Give it when some terms are reported at some steps only, or when a run resumes.
+        """
         for name, value in losses.items():
             if name not in self.series:
                 self.series[name] = _Series()
-            self.series[name].append(float(value))
+            self.series[name].append(float(value), step)
         self.request_draw()
 
     def history(self, name: str) -> np.ndarray:
@@ -176,6 +193,7 @@ class LossPlot(QWidget):
         return PlotSnapshot(
             layout=self.layout_spec,
             series={name: series.view() for name, series in self.series.items()},
+            steps={name: series.step_view() for name, series in self.series.items()},
             colors=self.colors,
             width=max(self.label.width(), self.label.minimumWidth()),
             height=max(self.label.height(), self.label.minimumHeight()),

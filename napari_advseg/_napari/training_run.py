@@ -1,5 +1,8 @@
 """What the training widget asks for, and the worker function that builds and runs the trainer.
 
+Three kinds of run: a U-Net (:class:`SegRequest`), an attacker (:class:`AttackRequest`), and the
+hardening of a model against its own attacker (:class:`HardenRequest`).
+
 The widget reads its controls and layers on the GUI thread into a frozen request (cheap checks
 fail there, at once); the worker thread then does the slow part: reading a dataset folder,
 loading the model to attack, checking the labels against the model's, building the trainer
@@ -8,7 +11,9 @@ Nothing here touches Qt, napari or the widget.
 
 The scans come from layers (:class:`LayerScan`: an image layer and its optional labels layer)
 or from a dataset folder (nnU-Net v2 or Decathlon). Layer labels are checked in the worker,
-against the labels of the model they train or attack, which only the worker knows.
+against the labels of the model they train or attack, which only the worker knows. Hardening
+takes labelled scans as a U-Net does and splits them the same way (validation on whole scans,
+or on a held-out slab).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from ..nets.unet import UNetConfig
 from ..segmentation import load_segmentation_model
 from ..training.attack_trainer import AttackTrainer, AttackTrainingConfig
 from ..training.events import TrainingEvent
+from ..training.harden_trainer import HardenConfig, HardenTrainer
 from ..training.seg_trainer import SegTrainer, SegTrainingConfig, make_spec
 from .layer_scan import LayerScan
 
@@ -72,14 +78,38 @@ class AttackRequest:
     init_from: Path | None = None
 
 
-TrainingRequest = SegRequest | AttackRequest
+@dataclass(frozen=True, eq=False)
+class HardenRequest:
+    """Harden a segmentation model (``None``: the shipped U-Net) against its own attacker.
+
+    The labelled scans are layers, or a dataset folder's training and validation splits.
+    ``config`` is the schedule, ``attack`` the attacker's settings (its ``steps`` is the
+    schedule's attacker steps), ``attacker`` a fresh attacker's architecture; ``init_from``: an
+    attacker checkpoint to start from.
+    """
+
+    scans: tuple[LayerScan, ...]
+    out_dir: Path
+    config: HardenConfig
+    attack: AttackTrainingConfig
+    attacker: AttackerConfig
+    seg_path: Path | None = None
+    resume: bool = False
+    overwrite: bool = False
+    dataset: Path | None = None
+    spec: ModelSpec | None = None
+    init_from: Path | None = None
+
+
+TrainingRequest = SegRequest | AttackRequest | HardenRequest
+Trainer = SegTrainer | AttackTrainer | HardenTrainer
 
 
 @dataclass(frozen=True)
 class TrainerReady:
     """The first thing the worker yields: the trainer (so Stop can reach it) and a note."""
 
-    trainer: SegTrainer | AttackTrainer
+    trainer: Trainer
     note: str
 
 
@@ -132,10 +162,15 @@ def split_for_unet(volumes: list[Volume], source: str) -> Scans:
     return Scans(train, val, note)
 
 
-def unet_scans(request: SegRequest, label_map: LabelMap, folder: DatasetFolder | None) -> Scans:
-    """The U-Net's training and validation volumes: the layers', or the dataset folder's."""
+def unet_scans(
+    scans: Sequence[LayerScan], label_map: LabelMap, folder: DatasetFolder | None
+) -> Scans:
+    """Labelled training and validation volumes: the layers' ``scans``, or the folder's.
+
+    For a U-Net and for a hardening run alike.
+    """
     if folder is None:
-        return split_for_unet([scan.volume(label_map) for scan in request.scans], "layers")
+        return split_for_unet([scan.volume(label_map) for scan in scans], "layers")
     cases = folder.training
     if len(cases) < MIN_SUBJECT_SPLIT:
         return split_for_unet(list(dataset_volumes(folder, cases, label_map)), folder.name)
@@ -170,6 +205,8 @@ def build_trainer(request: TrainingRequest) -> TrainerReady:
     """
     if isinstance(request, SegRequest):
         return _build_unet_trainer(request)
+    if isinstance(request, HardenRequest):
+        return _build_harden_trainer(request)
     if request.init_from is not None and request.resume:
         raise InvalidInputError(
             "Start from attacker begins a new run; leave it empty to Resume this one."
@@ -200,7 +237,7 @@ def _build_unet_trainer(request: SegRequest) -> TrainerReady:
     else:
         label_map = DEFAULT_LABEL_MAP
     architecture = UNetConfig(num_classes=label_map.num_classes)
-    scans = unet_scans(request, label_map, folder)
+    scans = unet_scans(request.scans, label_map, folder)
     trainer = SegTrainer(
         request.out_dir,
         scans.train,
@@ -212,6 +249,31 @@ def _build_unet_trainer(request: SegRequest) -> TrainerReady:
         overwrite=request.overwrite,
     )
     return TrainerReady(trainer, scans.note)
+
+
+def _build_harden_trainer(request: HardenRequest) -> TrainerReady:
+    if request.init_from is not None and request.resume:
+        raise InvalidInputError(
+            "Start from attacker begins a new run; leave it empty to Resume this one."
+        )
+    seg = load_segmentation_model(request.seg_path, request.spec)
+    folder = None if request.dataset is None else read_dataset_folder(request.dataset)
+    scans = unet_scans(request.scans, seg.spec.label_map, folder)
+    trainer = HardenTrainer(
+        request.out_dir,
+        seg,
+        scans.train,
+        scans.val,
+        request.config,
+        request.attack,
+        request.attacker,
+        init_attacker=request.init_from,
+        resume=request.resume,
+        overwrite=request.overwrite,
+        provenance={"data": [volume.name for volume in scans.train]},
+    )
+    start = f", starting from {request.init_from.name}" if request.init_from else ""
+    return TrainerReady(trainer, f"hardening {seg.name}{start}; {scans.note}")
 
 
 def run_training(

@@ -1,4 +1,4 @@
-"""Training dock widget: the U-Net or an attacker, in a napari worker, with a live loss plot.
+"""Training dock widget: a U-Net, an attacker or a hardening run, in a worker, with a loss plot.
 
 The backend's trainer is an iterator of typed events. On the GUI thread the widget only reads
 its controls and layers into a request (cheap checks fail there, as notifications); a generator
@@ -12,7 +12,13 @@ spec* editor says how the model to attack is fed (a TorchScript or ``.pt2`` file
 checkpoint carries its own), or, for a U-Net, how the new one is fed. Stop asks the trainer to
 end after the current step; it then saves its last checkpoint and finishes normally. A finished
 checkpoint joins the session's :data:`~napari_advseg._napari.model_registry.REGISTRY`, so the
-explorer (and the "Model to attack" field) offer it at once.
+explorer (and the "Model to attack" field) offer it at once; a hardened model joins it with its
+attacker (``OUT/attacker``). The model fields also offer the shipped models.
+
+*Harden a model* fine-tunes the model to attack (which is never changed: a copy is trained) on
+labelled scans, taken and split as a U-Net's, against an attacker trained alongside (see
+:mod:`napari_advseg.training.harden_trainer`); its own settings are in
+:class:`~napari_advseg._napari.harden_form.HardenForm`.
 """
 
 from __future__ import annotations
@@ -23,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt, QThreadPool, QTimer
+from qtpy.QtCore import QStringListModel, Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
+    QCompleter,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
@@ -43,7 +50,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import AdvsegError, InvalidInputError
 from ..nets.attacker import AttackerConfig
-from ..training.attack_trainer import AttackTrainer, AttackTrainingConfig
+from ..training.attack_trainer import AttackTrainingConfig
 from ..training.device import DEVICE_CHOICES, select_device
 from ..training.events import (
     AttackProgress,
@@ -52,16 +59,20 @@ from ..training.events import (
     TrainingStarted,
     ValidationCompleted,
 )
-from ..training.seg_trainer import SegTrainer, SegTrainingConfig
+from ..training.harden_trainer import ATTACKER_DIR
+from ..training.seg_trainer import SegTrainingConfig
+from .harden_form import HardenForm
 from .layer_choice import LayerChoice
-from .loss_figure import ATTACKER_LAYOUT, UNET_LAYOUT
+from .loss_figure import ATTACKER_LAYOUT, HARDEN_LAYOUT, UNET_LAYOUT
 from .loss_plot import REDRAW_MS, LossPlot
 from .model_registry import REGISTRY
 from .spec_editor import PathField, SpecEditor, widget_words
 from .training_run import (
     AttackRequest,
+    HardenRequest,
     LayerScan,
     SegRequest,
+    Trainer,
     TrainerReady,
     TrainingFailed,
     TrainingRequest,
@@ -72,7 +83,7 @@ from .training_run import (
 if TYPE_CHECKING:
     import napari
 
-KINDS = ("U-Net (segmentation)", "Attacker (D and V)")
+KINDS = ("U-Net (segmentation)", "Attacker (D and V)", "Harden a model")
 SHIPPED_MODEL = "shipped U-Net, or a checkpoint folder / TorchScript file"
 """Placeholder of the "Model to attack" field: left empty, the shipped U-Net is attacked."""
 
@@ -104,13 +115,13 @@ def _scan_text(image: str, labels: str) -> str:
 
 
 class TrainingWidget(QWidget):
-    """Train f_seg on labelled scans, or an attacker on scans: layers or a dataset folder."""
+    """Train f_seg, or an attacker, or harden f_seg: on layers or a dataset folder."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = viewer
         self.worker: GeneratorWorker | None = None
-        self.trainer: SegTrainer | AttackTrainer | None = None
+        self.trainer: Trainer | None = None
         self.bar: progress | None = None
         self.last_event: Any = None
         self.split_note = ""
@@ -177,8 +188,14 @@ class TrainingWidget(QWidget):
         )
         self.init_from = PathField("optional: an attacker checkpoint folder", folder=True)
         self.init_from.setToolTip(
-            "Start from this attacker's weights (fine-tune it against the model to attack)"
+            "Start from this attacker's weights (fine-tune it against the model to attack); "
+            "type part of a name to pick a shipped attacker or one trained in this session"
         )
+        self.attacker_choices = QStringListModel(self)
+        completer = QCompleter(self.attacker_choices, self)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        self.init_from.line.setCompleter(completer)
+        self.harden_form = HardenForm()
         self.device = QComboBox()
         self.device.addItems(list(DEVICE_CHOICES))
         self.out = QLineEdit(str(Path.home() / "advseg_runs" / "model"))
@@ -205,7 +222,7 @@ class TrainingWidget(QWidget):
         form = QFormLayout()
         form.addRow("Train", self.kind)
         form.addRow("CT image", self.image_box)
-        form.addRow("Labels (U-Net)", self.labels_box)
+        form.addRow("Labels (U-Net, harden)", self.labels_box)
         scan_buttons = QHBoxLayout()
         scan_buttons.addWidget(self.add_scan_button)
         scan_buttons.addWidget(self.remove_scan_button)
@@ -223,6 +240,7 @@ class TrainingWidget(QWidget):
         form.addRow("Model to attack", self.seg_path)
         form.addRow("Model spec", self.spec_editor)
         form.addRow("Start from attacker", self.init_from)
+        form.addRow(self.harden_form)
         form.addRow("Device", self.device)
         form.addRow("Checkpoint folder", self.out)
         form.addRow("If it holds one", existing)
@@ -234,6 +252,7 @@ class TrainingWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.status)
         layout.addWidget(self.plot, stretch=1)
+        self._model_label = form.labelForField(self.seg_path)
         self.controls = [
             self.kind,
             self.image_box,
@@ -253,6 +272,7 @@ class TrainingWidget(QWidget):
             self.seg_path,
             self.spec_editor,
             self.init_from,
+            self.harden_form,
             self.device,
             self.out,
             self.resume,
@@ -264,6 +284,8 @@ class TrainingWidget(QWidget):
         self.add_scan_button.clicked.connect(self.add_scan)
         self.remove_scan_button.clicked.connect(self.remove_scan)
         viewer.layers.events.removed.connect(self._layer_removed)
+        self.kind.currentTextChanged.connect(self._kind_changed)
+        self._kind_changed(self.kind.currentText())
         self.seg_path.currentTextChanged.connect(self.spec_editor.show_model)
         self.spec_editor.show_model(self.seg_path.currentText())
         REGISTRY.events.changed.connect(self.refresh_models)
@@ -274,13 +296,20 @@ class TrainingWidget(QWidget):
             application.aboutToQuit.connect(self.shut_down)
 
     def refresh_models(self, *_: object) -> None:
-        """Offer the segmentation models trained in this session, keeping what is typed."""
+        """Offer the shipped models and those trained in this session, keeping what is typed."""
         current = self.seg_path.currentText()
         self.seg_path.blockSignals(True)
         self.seg_path.clear()
-        self.seg_path.addItems([""] + [str(folder) for folder in REGISTRY.segmentation])
+        self.seg_path.addItems([""] + [str(f) for f in REGISTRY.choices("segmentation")])
         self.seg_path.setCurrentText(current)
         self.seg_path.blockSignals(False)
+        self.attacker_choices.setStringList([str(f) for f in REGISTRY.choices("attacker")])
+
+    def _kind_changed(self, kind: str) -> None:
+        """Show the hardening settings in *Harden a model* mode only."""
+        harden = kind == KINDS[2]
+        self.harden_form.setVisible(harden)
+        self._model_label.setText("Model to harden" if harden else "Model to attack")
 
     def _set_running(self, running: bool) -> None:
         for control in self.controls:
@@ -325,10 +354,13 @@ class TrainingWidget(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, (image, ""))
                 item.setText(_scan_text(image, ""))
 
-    def layer_scans(self, need_labels: bool) -> tuple[LayerScan, ...]:
+    def layer_scans(
+        self, need_labels: bool, purpose: str = "train a U-Net"
+    ) -> tuple[LayerScan, ...]:
         """The listed scans (else the boxes' choice) read from their layers (raises on bad input).
 
-        Label values are checked in the worker, against the labels of the model.
+        Label values are checked in the worker, against the labels of the model. ``purpose``
+        ends the message of a scan without the labels it needs.
         """
         pairs = self.listed_scans() or [
             (self.image_box.currentText(), self.labels_box.currentText())
@@ -338,7 +370,7 @@ class TrainingWidget(QWidget):
             scan = self.choice.scan(image_name, labels_name)
             if need_labels and scan.labels is None:
                 raise InvalidInputError(
-                    f"{scan.name}: no label volume; choose its labels layer to train a U-Net."
+                    f"{scan.name}: no label volume; choose its labels layer to {purpose}."
                 )
             scans.append(scan)
         return tuple(scans)
@@ -358,9 +390,14 @@ class TrainingWidget(QWidget):
         device = self.device.currentText()
         steps = self.steps.value()
         existing = {"resume": self.resume.isChecked(), "overwrite": self.overwrite.isChecked()}
-        unet = self.kind.currentText() == KINDS[0]
+        kind = self.kind.currentText()
+        unet, harden = kind == KINDS[0], kind == KINDS[2]
         dataset = self._dataset()
-        scans = () if dataset is not None else self.layer_scans(need_labels=unet)
+        if dataset is not None:
+            scans: tuple[LayerScan, ...] = ()
+        else:
+            purpose = "harden a model" if harden else "train a U-Net"
+            scans = self.layer_scans(need_labels=unet or harden, purpose=purpose)
         spec = self.spec_editor.given()
         if unet:
             epochs = max(1, min(10, steps // 50))  # validate (and keep the best) up to 10 times
@@ -389,7 +426,7 @@ class TrainingWidget(QWidget):
             raise InvalidInputError(
                 "Start from attacker begins a new run; leave it empty to Resume this one."
             )
-        return AttackRequest(
+        request = AttackRequest(
             scans,
             out,
             config,
@@ -400,8 +437,9 @@ class TrainingWidget(QWidget):
             spec=spec,
             init_from=init_from,
         )
+        return self.harden_form.request(request) if harden else request
 
-    def make_trainer(self) -> SegTrainer | AttackTrainer:
+    def make_trainer(self) -> Trainer:
         """The backend trainer for the current settings, built here (raises on bad input)."""
         ready = build_trainer(self.request())
         self.split_note = ready.note
@@ -414,7 +452,9 @@ class TrainingWidget(QWidget):
         except AdvsegError as error:
             show_error(widget_message(error))
             return
-        self._kind = "segmentation" if isinstance(request, SegRequest) else "attacker"
+        self._kind = {SegRequest: "segmentation", AttackRequest: "attacker"}.get(
+            type(request), "harden"
+        )
         self.trainer = None
         self.last_event = None
         self.split_note = ""
@@ -422,6 +462,8 @@ class TrainingWidget(QWidget):
         self._stop_asked = False
         if isinstance(request, AttackRequest):
             self.plot.reset(ATTACKER_LAYOUT, {"masked_xent": request.config.xi})
+        elif isinstance(request, HardenRequest):
+            self.plot.reset(HARDEN_LAYOUT, {"attacker_masked_xent": request.attack.xi})
         else:
             self.plot.reset(UNET_LAYOUT)
         self.status.setText("Preparing: loading the data and the models...")
@@ -483,7 +525,7 @@ class TrainingWidget(QWidget):
             )
         elif isinstance(event, StepCompleted):
             self._step = event.step
-            self.plot.append(event.losses)
+            self.plot.append(event.losses, event.step)
         elif isinstance(event, ValidationCompleted):
             self.status.setText(
                 f"Step {event.step}: validation mean Dice {event.mean_dice:.3f}"
@@ -503,15 +545,22 @@ class TrainingWidget(QWidget):
         reason = getattr(event, "reason", None)
         state = "Stopped" if event.stopped else "Finished"
         folder = event.best_path or event.last_path
-        where = f"checkpoint: {folder}" if folder is not None else "no checkpoint saved"
+        what = "hardened model" if self._kind == "harden" else "checkpoint"
+        where = f"{what}: {folder}" if folder is not None else "no checkpoint saved"
         if reason:
             show_warning(f"{state} at step {event.step}: {reason}")
             self.status.setText(f"{state} at step {event.step}: {reason}")
         else:
             show_info(f"{state} at step {event.step}; {where}")
             self.status.setText(f"{state} at step {event.step}; {where}")
-        if folder is not None and Path(folder).is_dir():
+        if folder is None or not Path(folder).is_dir():
+            return
+        if self._kind != "harden":
             REGISTRY.add(Path(folder), self._kind)
+            return
+        REGISTRY.add(Path(folder), "segmentation")  # the hardened model, and its attacker
+        if (Path(folder) / ATTACKER_DIR).is_dir():
+            REGISTRY.add(Path(folder) / ATTACKER_DIR, "attacker")
 
     def _flush(self) -> None:
         """Bring the progress bar up to the last step seen (throttled with the plot)."""

@@ -9,6 +9,10 @@ the source grid), the reference and the Dice of S0. Moving a latent slider then 
 warps, segments I_DV, brings D, V and S_DV back to the source grid and applies D and V to the
 scan there (at its own resolution, so a zero attack returns the scan itself). A lock serialises
 the calls, so a worker thread and the main thread may share a session.
+
+A second model can be shown on the same attacks (:mod:`napari_advseg.explorer_compare`): pass it
+to :meth:`ExplorerSession.attack_slice`; it is segmented and scored as f_seg is, by
+:func:`segment_slice` and :func:`slice_metrics`.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import copy
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,11 +31,15 @@ from .data.volume import Volume
 from .errors import InvalidInputError
 from .evaluation.attack_eval import attack_success, dice_decrease, warp_labels, warp_on_source
 from .evaluation.metrics import dice_per_label
-from .inference import labels_to_model_grid, to_model_grid
+from .inference import ModelGridSlices, labels_to_model_grid, to_model_grid
+from .labels import LabelMap
 from .nets.attacker import Encoding
 from .nets.warp import warp
 from .segmentation import SegmentationModel
 from .training.attacker_io import LoadedAttacker
+
+if TYPE_CHECKING:
+    from .explorer_compare import ComparedModel, ComparedSlice
 
 CACHED_SLICES = 32
 """How many slices keep their latent-independent results (features, S0) in memory."""
@@ -85,7 +94,10 @@ class SliceMetrics:
 
 @dataclass
 class SliceAttack:
-    """One attacked slice on the volume's own grid (2D arrays, rows x columns)."""
+    """One attacked slice on the volume's own grid (2D arrays, rows x columns).
+
+    ``compare``: a second model's S0, S_DV and metrics on the same I_DV, when one was given.
+    """
 
     index: int
     attacked_hu: np.ndarray
@@ -94,6 +106,86 @@ class SliceAttack:
     s0: np.ndarray
     s_dv: np.ndarray
     metrics: SliceMetrics
+    compare: ComparedSlice | None = None
+
+
+@dataclass
+class GridAttack:
+    """One attack as f_seg met it, for a second model (tensors on f_seg's padded grid)."""
+
+    index: int
+    attacked: torch.Tensor  # (1, 1, H', W') I_DV, normalised
+    displacement: torch.Tensor  # (1, 2, H', W') D in f_seg's pixels
+    moved: bool  # whether D was applied (else it is zero)
+    attacked_hu: np.ndarray  # (H, W) I_DV in HU on the source grid
+    displacement_mm: np.ndarray  # (2, H, W) D in mm on the source grid
+    p_hu_fov: float
+
+
+@dataclass
+class SegmentedSlice:
+    """One model's answer on I0 of one slice: what every attack of the slice is scored with."""
+
+    s0_model: torch.Tensor  # (1, h, w) S0 on the model's grid, cropped, CPU
+    s0_source: np.ndarray  # (H, W) uint8 S0 on the source grid
+    reference: torch.Tensor  # (1, h, w) ground truth (or S0) on the model's grid, CPU
+    dice_s0: dict[str, float | None]
+
+
+def labels_on_source(slices: ModelGridSlices, probabilities: torch.Tensor) -> np.ndarray:
+    """Argmax of padded (1, C, H', W') probabilities brought back to the source grid."""
+    source = slices.to_source(probabilities.cpu())
+    return class_map(source)[0].numpy().astype(np.uint8)
+
+
+def segment_slice(
+    seg: SegmentationModel,
+    image: torch.Tensor,
+    slices: ModelGridSlices,
+    truth: torch.Tensor | None,
+) -> SegmentedSlice:
+    """S0 of ``seg`` on a padded (1, 1, H', W') I0 and its Dice against ``truth`` (else S0).
+
+    ``truth`` is the slice's (1, h, w) ground truth on the model's grid, or None.
+    """
+    probabilities = torch.softmax(seg(image).float(), dim=1)
+    s0_model = class_map(slices.crop(probabilities)).cpu()
+    reference = truth if truth is not None else s0_model
+    dice_s0 = dice_per_label(s0_model.numpy(), reference.numpy(), seg.spec.label_map)
+    return SegmentedSlice(s0_model, labels_on_source(slices, probabilities), reference, dice_s0)
+
+
+def slice_metrics(
+    segmented: SegmentedSlice,
+    slices: ModelGridSlices,
+    label_map: LabelMap,
+    has_truth: bool,
+    image: torch.Tensor,
+    attacked: torch.Tensor,
+    probabilities: torch.Tensor,
+    displacement: torch.Tensor | None,
+    p_hu_fov: float,
+) -> SliceMetrics:
+    """Dice and p on the model's grid, padding cropped off, with ``p_hu_fov`` as given.
+
+    ``image``, ``attacked`` and ``probabilities`` are padded; ``displacement`` is D on the
+    model's grid, cropped, in its pixels (None: D is zero, so the reference does not move).
+    """
+    crop = slices.crop
+    s_dv = class_map(crop(probabilities)).cpu().numpy()
+    reference = segmented.reference
+    if displacement is not None:
+        warped_reference = warp_labels(reference, displacement.cpu(), label_map.num_classes)
+    else:
+        warped_reference = reference  # warping by zero is the identity
+    return SliceMetrics(
+        "ground truth" if has_truth else "S0",
+        segmented.dice_s0,
+        dice_per_label(s_dv, reference.numpy(), label_map),
+        dice_per_label(s_dv, warped_reference.numpy(), label_map),
+        p=float((crop(attacked) - crop(image)).abs().mean()),
+        p_hu_fov=p_hu_fov,
+    )
 
 
 @dataclass
@@ -102,10 +194,7 @@ class _SliceCache:
 
     image: torch.Tensor  # (1, 1, H', W') padded I0 on the model's device
     encoding: Encoding
-    s0_model: torch.Tensor  # (1, h, w) S0 on f_seg's grid, cropped, CPU
-    s0_source: np.ndarray | None  # (H, W) uint8 S0 on the source grid, made on first use
-    reference: torch.Tensor  # (1, h, w) ground truth (or S0) on f_seg's grid, CPU
-    dice_s0: dict[str, float | None]
+    segmented: SegmentedSlice
 
 
 class ExplorerSession:
@@ -177,22 +266,12 @@ class ExplorerSession:
         image = self.slices.images[index : index + 1].to(device)
         image = image.contiguous(memory_format=torch.channels_last)
         encoding = self._attacker.encode(image)
-        probabilities = torch.softmax(self._seg(image).float(), dim=1)
-        s0_model = class_map(self.slices.crop(probabilities)).cpu()
-        reference = self.truth[index : index + 1] if self.truth is not None else s0_model
-        label_map = self.seg_model.spec.label_map
-        dice_s0 = dice_per_label(s0_model.numpy(), reference.numpy(), label_map)
-        cached = _SliceCache(image, encoding, s0_model, None, reference, dice_s0)
-        cached.s0_source = self._labels_on_source(probabilities)
+        truth = self.truth[index : index + 1] if self.truth is not None else None
+        cached = _SliceCache(image, encoding, segment_slice(self._seg, image, self.slices, truth))
         self._cache[index] = cached
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
         return cached
-
-    def _labels_on_source(self, probabilities: torch.Tensor) -> np.ndarray:
-        """Argmax of padded (1, C, H', W') probabilities brought back to the source grid."""
-        source = self.slices.to_source(probabilities.cpu())
-        return class_map(source)[0].numpy().astype(np.uint8)
 
     def encoding(self, index: int) -> Encoding:
         """The encoder's features and posterior for slice ``index`` (cached)."""
@@ -202,7 +281,7 @@ class ExplorerSession:
     def s0(self, index: int) -> np.ndarray:
         """f_seg's labels on I0 for slice ``index``, on the source grid (cached)."""
         with self._lock:
-            return self._slice(index).s0_source
+            return self._slice(index).segmented.s0_source
 
     def posterior_mean(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The posterior means of z_D and z_V for slice ``index``."""
@@ -246,7 +325,13 @@ class ExplorerSession:
 
     @torch.no_grad()
     def attack_slice(
-        self, index: int, z_d: np.ndarray, z_v: np.ndarray, use_d: bool = True, use_v: bool = True
+        self,
+        index: int,
+        z_d: np.ndarray,
+        z_v: np.ndarray,
+        use_d: bool = True,
+        use_v: bool = True,
+        compare: ComparedModel | None = None,
     ) -> SliceAttack:
         """D, V, I_DV, S0, S_DV and the metrics of slice ``index`` for the given latents.
 
@@ -256,6 +341,9 @@ class ExplorerSession:
         S0 comes from the cache, and the networks run in the channels-last layout (about a
         quarter faster on CPU). I_DV in HU is the scan's slice warped by D at its own resolution
         plus V in HU: with D = 0 and V = 0 it is the scan's slice, voxel for voxel.
+
+        ``compare``: a second model made for this session, run on the same I_DV
+        (:attr:`SliceAttack.compare`).
         """
         with self._lock:
             cached = self._slice(index)
@@ -268,47 +356,33 @@ class ExplorerSession:
                 index, displacement, intensity, probabilities
             )
             p_hu_fov = float(np.abs(attacked_hu - self.volume.image[index]).mean(dtype=np.float64))
-            metrics = self._metrics(
-                cached, image, attacked, displacement, probabilities, moved, p_hu_fov
+            metrics = slice_metrics(
+                cached.segmented,
+                self.slices,
+                self.seg_model.spec.label_map,
+                self.truth is not None,
+                image,
+                attacked,
+                probabilities,
+                self.slices.crop(displacement) if moved else None,
+                p_hu_fov,
             )
+            compared = None
+            if compare is not None:
+                grid_attack = GridAttack(
+                    index, attacked, displacement, moved, attacked_hu, displacement_mm, p_hu_fov
+                )
+                compared = compare.attack(self, grid_attack)
             return SliceAttack(
                 index=index,
                 attacked_hu=attacked_hu,
                 displacement_mm=displacement_mm,
                 intensity_hu=intensity_hu,
-                s0=cached.s0_source,
+                s0=cached.segmented.s0_source,
                 s_dv=s_dv,
                 metrics=metrics,
+                compare=compared,
             )
-
-    def _metrics(
-        self,
-        cached: _SliceCache,
-        image: torch.Tensor,
-        attacked: torch.Tensor,
-        displacement: torch.Tensor,
-        probabilities: torch.Tensor,
-        moved: bool,
-        p_hu_fov: float,
-    ) -> SliceMetrics:
-        """Dice and p on f_seg's grid, padding cropped off, with ``p_hu_fov`` as given."""
-        crop = self.slices.crop
-        s_dv = class_map(crop(probabilities)).cpu().numpy()
-        reference = cached.reference
-        if moved:
-            num_classes = self.seg_model.spec.label_map.num_classes
-            warped_reference = warp_labels(reference, crop(displacement).cpu(), num_classes)
-        else:
-            warped_reference = reference  # warping by zero is the identity
-        label_map = self.seg_model.spec.label_map
-        return SliceMetrics(
-            "ground truth" if self.truth is not None else "S0",
-            cached.dice_s0,
-            dice_per_label(s_dv, reference.numpy(), label_map),
-            dice_per_label(s_dv, warped_reference.numpy(), label_map),
-            p=float((crop(attacked) - crop(image)).abs().mean()),
-            p_hu_fov=p_hu_fov,
-        )
 
     def _on_source(
         self,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from qtpy.QtWidgets import QHBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QWidget
 
 from .explorer_state import ExplorerState
 from .model_registry import REGISTRY
@@ -49,3 +50,23 @@ def row(*widgets: QWidget) -> QHBoxLayout:
     for widget in widgets:
         row.addWidget(widget)
     return row
+
+
+def model_box(placeholder: str, tooltip: str, *folders: Path) -> QComboBox:
+    """An editable list of models: an empty first entry, ``folders``, and a typed path."""
+    box = QComboBox()
+    box.setEditable(True)
+    box.addItem("")
+    box.lineEdit().setPlaceholderText(placeholder)
+    box.setToolTip(tooltip)
+    for folder in folders:
+        add_model(box, folder)
+    return box
+
+
+def add_model(box: QComboBox, folder: Path) -> None:
+    """Offer ``folder`` in an editable model list (once), keeping the path being typed."""
+    if box.findText(str(folder)) < 0:
+        text = box.lineEdit().text()
+        box.addItem(str(folder))
+        box.lineEdit().setText(text)  # adding an item must not change the typed path

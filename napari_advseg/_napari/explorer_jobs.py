@@ -14,21 +14,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from napari.qt.threading import FunctionWorker
+from napari.qt.threading import FunctionWorker, GeneratorWorker, create_worker
 from qtpy.QtCore import QObject, Signal
 
 from ..data.volume import Volume
 from ..errors import AdvsegError
 from ..explorer import ExplorerSession
+from ..explorer_compare import ComparedModel, ComparedVolume, compared_volume_bytes
 from ..explorer_volume import AttackedVolume, ExportPlan, SlicePlanes, slice_planes, write_export
 from ..model_spec import ModelSpec
 from ..segmentation import load_segmentation_model
 from ..training.attacker_io import load_attacker
 from ..training.device import select_device
+from ..validation import check_memory
 from .layer_scan import LayerScan
 
 LOAD_STEPS = 4
-"""Yields of :func:`load_session` (its progress bar's total)."""
+"""Yields of :func:`load_session` without a model to compare (its progress bar's total)."""
+COMPARE_STEPS = 2
+"""Yields of :func:`load_compare` (added to :data:`LOAD_STEPS` when Start loads one)."""
+
+
+@dataclass
+class LoadedCompare:
+    """A second model ready to be shown on a session's attacks, and the arrays of its layers."""
+
+    model: ComparedModel
+    volume: ComparedVolume
+    path: Path
+    warning: str | None = None
 
 
 @dataclass
@@ -39,6 +53,7 @@ class Loaded:
     z_d: np.ndarray
     z_v: np.ndarray
     warning: str | None
+    compare: LoadedCompare | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class SliceRequest:
     z_v: tuple[float, ...]
     use_d: bool
     use_v: bool
+    compare: ComparedModel | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,27 @@ def guarded(steps: Iterator[Any]) -> Generator[Any, None, Any]:
         raise AdvsegError(describe(error)) from error
 
 
+def job_worker(
+    steps: Iterator[Any],
+    total: int,
+    description: str,
+    yielded: Callable[[Any], object],
+    returned: Callable[[Any], object],
+) -> GeneratorWorker:
+    """A napari worker (not started) for a job's steps, with a progress bar of ``total`` steps.
+
+    ``yielded`` gets each step's value and ``returned`` the job's result, on the main thread;
+    every error is a reported :class:`AdvsegError` (:func:`guarded`).
+    """
+    progress = {"total": total, "desc": description}
+    worker = create_worker(
+        guarded, steps, _start_thread=False, _progress=progress, _ignore_errors=True
+    )
+    worker.yielded.connect(yielded)
+    worker.returned.connect(returned)
+    return worker
+
+
 def load_session(
     scan: LayerScan | Volume,
     seg_path: Path | None,
@@ -92,12 +129,14 @@ def load_session(
     index: int,
     spec: ModelSpec | None = None,
     force: bool = False,
+    compare_path: Path | None = None,
 ) -> Generator[str, None, Loaded]:
-    """Load the models, prepare the slices and encode slice ``index`` (4 steps).
+    """Load the models, prepare the slices and encode slice ``index`` (4 steps, 6 to compare).
 
     ``spec``: how the model is fed (see ``load_segmentation_model``). An attacker of a model fed
     otherwise is refused with a ``CheckpointError`` unless ``force``. A :class:`LayerScan`'s
-    labels are read as the model's organs once the model is loaded.
+    labels are read as the model's organs once the model is loaded. ``compare_path``: a second
+    model to show on the same attacks (:func:`load_compare`).
     """
     attacker = load_attacker(attacker_folder)
     yield "attacker loaded"
@@ -115,16 +154,48 @@ def load_session(
     yield "slices prepared"
     z_d, z_v = session.posterior_mean(min(max(index, 0), session.num_slices - 1))
     yield "slice encoded"
-    return Loaded(session, z_d, z_v, warning)
+    compare = None
+    if compare_path is not None:
+        layer_scan = scan if isinstance(scan, LayerScan) else None
+        try:
+            compare = yield from load_compare(session, compare_path, layer_scan)
+        except AdvsegError as error:  # say which model failed
+            raise type(error)(f"Compare with: {error}") from error
+    return Loaded(session, z_d, z_v, warning, compare)
+
+
+def load_compare(
+    session: ExplorerSession, path: Path, scan: LayerScan | None = None
+) -> Generator[str, None, LoadedCompare]:
+    """Load a second model and prepare the scan's slices for it (2 steps).
+
+    It is fed as its own checkpoint says (no spec is given: a TorchScript or ``.pt2`` file is
+    refused).
+    """
+    seg = load_segmentation_model(path)
+    seg.to(select_device("auto"))
+    yield "model to compare with loaded"
+    volume = session.volume
+    check_memory(compared_volume_bytes(volume), f"Comparing with {seg.name}")
+    model = ComparedModel(seg, session)
+    warning = scan.orientation_warning(seg.spec.orientation) if scan is not None else None
+    yield "its slices prepared"
+    return LoadedCompare(model, ComparedVolume(volume.image.shape, seg.name), path, warning)
 
 
 def attack_all_slices(
-    session: ExplorerSession, z_d: np.ndarray, z_v: np.ndarray, use_d: bool, use_v: bool
+    session: ExplorerSession,
+    z_d: np.ndarray,
+    z_v: np.ndarray,
+    use_d: bool,
+    use_v: bool,
+    compare: ComparedModel | None = None,
 ) -> Generator[SlicePlanes, None, int]:
     """Attack every slice with the same latents, yielding each slice's planes."""
     spacing = session.volume.spacing
     for index in range(session.num_slices):
-        yield slice_planes(session.attack_slice(index, z_d, z_v, use_d, use_v), spacing)
+        attack = session.attack_slice(index, z_d, z_v, use_d, use_v, compare)
+        yield slice_planes(attack, spacing)
     return session.num_slices
 
 
@@ -145,6 +216,7 @@ def compute_slice(request: SliceRequest) -> tuple[SliceRequest, SlicePlanes]:
         np.asarray(request.z_v, np.float32),
         request.use_d,
         request.use_v,
+        request.compare,
     )
     return request, slice_planes(result, request.session.volume.spacing)
 

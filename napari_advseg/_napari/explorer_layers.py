@@ -2,7 +2,9 @@
 
 Main thread only. The layers display the arrays of an
 :class:`~napari_advseg.explorer_volume.AttackedVolume` without copying them, so writing a slice
-is a copy of a few planes followed by a refresh of the layers that show it.
+is a copy of a few planes followed by a refresh of the layers that show it. A second model's S0
+and S_DV (:class:`~napari_advseg.explorer_compare.ComparedVolume`) get two more layers, named
+after it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from napari.experimental import link_layers, unlink_layers
 from napari.layers import Image, Labels, Layer, Vectors
 from qtpy.QtCore import QTimer
 
+from ..explorer_compare import COMPARED_KEYS, ComparedVolume
 from ..explorer_volume import AttackedVolume, SlicePlanes
 from ..labels import LabelMap
 from .layer_data import GRID_KEY, label_colormap
@@ -31,6 +34,23 @@ THUMBNAIL_DELAY_MS = 300
 HIDDEN_AT_START = ("V", "|D|", "D", "changed")
 """Made hidden (one click away in the layer list): the first view is I_DV under S0 and S_DV."""
 
+LAYER_NAMES = {
+    "I_DV": "I_DV",
+    "V": "V",
+    "|D|": "|D| (mm)",
+    "S0": "S0",
+    "S_DV": "S_DV",
+    "D": "D",
+    "changed": "S0 != S_DV",
+}
+"""What each output layer is called, after the scan's name."""
+
+
+def layer_name(source: str, key: str, model: str | None = None) -> str:
+    """A layer's name: ``"<scan> S_DV"``, or ``"<scan> S_DV [<model>]"`` for a second model."""
+    name = f"{source} {LAYER_NAMES[key]}"
+    return f"{name} [{model}]" if model else name
+
 
 def viewer_grid(viewer: napari.viewer.Viewer) -> Any:
     """The grid settings: ``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before."""
@@ -45,6 +65,8 @@ class ExplorerLayers:
         self.viewer = viewer
         self.layers: dict[str, Layer] = {}
         self.attacked: AttackedVolume | None = None
+        self.compared: dict[str, Labels] = {}
+        self.compared_volume: ComparedVolume | None = None
         self._linked: tuple[Image, Image] | None = None
         self._shown_s0: int | None = None
         self.thumbnail_timer = QTimer()
@@ -76,7 +98,7 @@ class ExplorerLayers:
         makers: dict[str, Callable[[], Layer]] = {
             "I_DV": lambda: Image(
                 arrays["I_DV"],
-                name=f"{name} I_DV",
+                name=layer_name(name, "I_DV"),
                 colormap="gray",
                 contrast_limits=source.contrast_limits,
                 metadata=dict(metadata),
@@ -84,7 +106,7 @@ class ExplorerLayers:
             ),
             "V": lambda: Image(
                 arrays["V"],
-                name=f"{name} V",
+                name=layer_name(name, "V"),
                 colormap="bwr",
                 contrast_limits=(-100.0, 100.0),
                 metadata=dict(metadata),
@@ -92,7 +114,7 @@ class ExplorerLayers:
             ),
             "|D|": lambda: Image(
                 arrays["|D|"],
-                name=f"{name} |D| (mm)",
+                name=layer_name(name, "|D|"),
                 colormap="magma",
                 contrast_limits=(0.0, 5.0),
                 metadata=dict(metadata),
@@ -100,28 +122,31 @@ class ExplorerLayers:
             ),
             "S0": lambda: Labels(
                 arrays["S0"],
-                name=f"{name} S0",
+                name=layer_name(name, "S0"),
                 colormap=colormap,
                 metadata=dict(metadata),
                 **common,
             ),
             "S_DV": lambda: Labels(
                 arrays["S_DV"],
-                name=f"{name} S_DV",
+                name=layer_name(name, "S_DV"),
                 colormap=colormap,
                 metadata=dict(metadata),
                 **common,
             ),
             "D": lambda: Vectors(
                 np.zeros((0, 2, 3), np.float32),
-                name=f"{name} D",
+                name=layer_name(name, "D"),
                 edge_color="cyan",
                 edge_width=0.3,
                 length=VECTOR_LENGTH,
                 **common,
             ),
             "changed": lambda: Labels(
-                arrays["changed"], name=f"{name} S0 != S_DV", metadata=dict(metadata), **common
+                arrays["changed"],
+                name=layer_name(name, "changed"),
+                metadata=dict(metadata),
+                **common,
             ),
         }
         for key, make in makers.items():
@@ -149,9 +174,50 @@ class ExplorerLayers:
         link_layers([source, attacked], ("contrast_limits",))
         self._linked = (source, attacked)
 
+    def compared_steps(
+        self, source: Image, compared: ComparedVolume | None, label_map: LabelMap
+    ) -> Iterator[str]:
+        """Show a second model's S0 and S_DV as two layers named after it, one per step.
+
+        None removes them. Its S0 is made hidden: the first view adds its S_DV.
+        """
+        if compared is None:
+            self.remove_compared()
+            return
+        self.compared_volume = compared
+        grid = source.metadata.get(GRID_KEY)
+        metadata = {GRID_KEY: grid} if grid is not None else {}
+        colormap = label_colormap(label_map)
+        common = {"scale": source.scale, "translate": source.translate}
+        for key in COMPARED_KEYS:
+            name = layer_name(source.name, key, compared.name)
+            layer = self.compared.get(key)
+            if layer is None or layer not in self.viewer.layers:
+                layer = Labels(
+                    compared.arrays[key],
+                    name=name,
+                    colormap=colormap,
+                    metadata=dict(metadata),
+                    **common,
+                )
+                layer.visible = key != "S0"
+                self.compared[key] = self.viewer.add_layer(layer)
+            else:
+                layer.data, layer.name, layer.colormap = compared.arrays[key], name, colormap
+                layer.scale, layer.translate = source.scale, source.translate
+                layer.metadata = dict(metadata)
+            yield name
+
+    def remove_compared(self) -> None:
+        """Remove the second model's layers (and forget its arrays)."""
+        layers, self.compared, self.compared_volume = self.compared, {}, None
+        for layer in layers.values():
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+
     def owned(self) -> list[Layer]:
         """The layers made here (not offered as inputs)."""
-        return list(self.layers.values())
+        return [*self.layers.values(), *self.compared.values()]
 
     def write(self, planes: SlicePlanes, refresh: bool = True) -> None:
         """Copy one attacked slice into the arrays; refresh the layers when it is on screen.
@@ -162,12 +228,18 @@ class ExplorerLayers:
             return
         same_s0 = refresh and self._shown_s0 == planes.index
         self.attacked.write(planes, skip=("S0",) if same_s0 else ())
+        compared = planes.attack.compare
+        written = compared is not None and self.compared_volume is not None
+        if written:
+            self.compared_volume.write(planes.index, compared)
         if not refresh:
             return
         for key in planes.planes:
             layer = self.layers.get(key)
             if layer is not None and not (key == "S0" and same_s0):
                 layer.refresh(thumbnail=False, extent=False)  # same shape; thumbnails come later
+        for layer in self.compared.values() if written else ():
+            layer.refresh(thumbnail=False, extent=False)
         self._show_vectors(planes.vectors)
         self._shown_s0 = planes.index
         self.thumbnail_timer.start()
@@ -191,13 +263,13 @@ class ExplorerLayers:
     def refresh_all(self) -> None:
         """Redraw every layer and its thumbnail (after many slices were written)."""
         self._shown_s0 = None
-        for layer in self.layers.values():
+        for layer in self.owned():
             if layer in self.viewer.layers:
                 layer.refresh()
 
     def refresh_thumbnails(self) -> None:
         """Bring the layer list's thumbnails up to date once a drag has paused."""
-        for layer in self.layers.values():
+        for layer in self.owned():
             if layer in self.viewer.layers:
                 layer.refresh(data_displayed=False, highlight=False, extent=False)
 

@@ -28,6 +28,8 @@ class ExplorerState(EventedModel):
         Names of the chosen CT layer and its optional labels layer ("" for none).
     seg_model
         A segmentation checkpoint folder or TorchScript file ("" for the shipped U-Net).
+    compare_model
+        A second model's checkpoint or nnU-Net folder, shown on the same attacks ("" for none).
     attacker
         The attacker checkpoint folder chosen in the list.
     attacker_path
@@ -58,6 +60,7 @@ class ExplorerState(EventedModel):
     image_layer: str = ""
     labels_layer: str = ""
     seg_model: str = ""
+    compare_model: str = ""
     attacker: str = ""
     attacker_path: str = ""
     z_d: tuple[float, ...] = ()
@@ -89,4 +92,9 @@ class ExplorerState(EventedModel):
     def seg_model_path(self) -> Path | None:
         """The segmentation model to load (None: the shipped U-Net)."""
         typed = self.seg_model.strip()
+        return Path(typed).expanduser() if typed else None
+
+    def compare_model_path(self) -> Path | None:
+        """The model to compare with (None: no comparison)."""
+        typed = self.compare_model.strip()
         return Path(typed).expanduser() if typed else None

@@ -2,33 +2,47 @@
 
 from __future__ import annotations
 
-from ..explorer import SliceAttack
+from ..explorer import SliceAttack, SliceMetrics
 
 
-def metrics_html(result: SliceAttack) -> str:
+def metrics_html(result: SliceAttack, model: str = "f_seg") -> str:
     """A small table: Dice of S0 and S_DV per organ, the decrease, success at 30 %, p and p_HU.
 
     p is mean |I_DV - I0| in f_seg's normalised units on its grid; p_HU the same in Hounsfield
     units over the slice's field of view on the scan's grid (comparable across models whatever
-    their normalisation).
+    their normalisation). With a second model (``result.compare``), each organ has two rows,
+    ``model``'s then the second model's, each scored on its own grid, and p is given for both.
     """
-    metrics = result.metrics
-    decrease = metrics.decrease()
-    success = metrics.success()
+    metrics, compare = result.metrics, result.compare
     rows = []
-    for organ, before in metrics.dice_s0.items():
-        after = metrics.dice_dv_warped[organ]
-        drop = decrease[organ]
-        mark = " ✔" if success[organ] else ""
-        rows.append(
-            f"<tr><td>{organ}</td><td>{_fmt(before)}</td><td>{_fmt(after)}</td>"
-            f"<td>{'-' if drop is None else f'{drop:.0f}%'}{mark}</td></tr>"
-        )
+    for organ in metrics.dice_s0:
+        if compare is None:
+            rows.append(f"<tr><td>{organ}</td>{_cells(metrics, organ)}</tr>")
+            continue
+        rows.append(f"<tr><td>{organ}</td><td>{model}</td>{_cells(metrics, organ)}</tr>")
+        rows.append(f"<tr><td></td><td>{compare.name}</td>{_cells(compare.metrics, organ)}</tr>")
+    header = "<th>organ</th>" + ("" if compare is None else "<th>model</th>")
+    reference = metrics.reference
+    p = f"p = {metrics.p:.3f} (normalised)"
+    if compare is not None:
+        reference = "each model's S0" if reference == "S0" else reference
+        p = f"p = {metrics.p:.3f} ({model}), {compare.metrics.p:.3f} ({compare.name}) normalised"
     return (
-        f"<b>Slice {result.index}</b>, reference: {metrics.reference} (S_DV against the "
-        "reference moved by D)<table><tr><th>organ</th><th>S0</th><th>S_DV</th><th>drop</th></tr>"
+        f"<b>Slice {result.index}</b>, reference: {reference} (S_DV against the reference moved "
+        f"by D)<table><tr>{header}<th>S0</th><th>S_DV</th><th>drop</th></tr>"
         + "".join(rows)
-        + f"</table>p = {metrics.p:.3f} (normalised), p_HU = {metrics.p_hu_fov:.1f} HU"
+        + f"</table>{p}, p_HU = {metrics.p_hu_fov:.1f} HU"
+    )
+
+
+def _cells(metrics: SliceMetrics, organ: str) -> str:
+    """One model's cells for ``organ``: Dice of S0 and S_DV, the drop and its success mark."""
+    drop = metrics.decrease().get(organ)
+    mark = " ✔" if metrics.success().get(organ) else ""
+    return (
+        f"<td>{_fmt(metrics.dice_s0.get(organ))}</td>"
+        f"<td>{_fmt(metrics.dice_dv_warped.get(organ))}</td>"
+        f"<td>{'-' if drop is None else f'{drop:.0f}%'}{mark}</td>"
     )
 
 

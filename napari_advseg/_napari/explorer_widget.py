@@ -11,18 +11,25 @@ values wait). The main thread only copies the returned planes into the layers
 The *Model spec* editor beside the model field shows the checkpoint's own spec, or says how a
 TorchScript or ``.pt2`` model is fed. An attacker trained against a model fed otherwise is
 refused (one line in the status) unless *Use anyway* is ticked.
+
+*Compare with* names a second model (e.g. the model hardened against this attacker): it is
+loaded with the others (or on its own when chosen later), segments the same I_DV, and shows its
+S0 and S_DV as two more layers and its row of Dice under each organ
+(:mod:`napari_advseg.explorer_compare`). Emptying the field removes them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from napari.layers import Image
-from napari.qt.threading import GeneratorWorker, create_worker
+from napari.qt.threading import GeneratorWorker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QThreadPool, QTimer
 from qtpy.QtWidgets import (
@@ -39,9 +46,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._resources import models_dir
 from ..errors import AdvsegError
 from ..explorer import ExplorerSession, SliceAttack
+from ..explorer_compare import ComparedModel
 from ..explorer_volume import (
     EXPORTS,
     AttackedVolume,
@@ -49,20 +56,24 @@ from ..explorer_volume import (
     attacked_volume_bytes,
     plan_export,
 )
+from ..segmentation import default_model_path
 from ..validation import check_memory
-from .explorer_binding import Disconnect, FieldSetter, Follow, row
+from .explorer_binding import Disconnect, FieldSetter, Follow, add_model, model_box, row
 from .explorer_jobs import (
+    COMPARE_STEPS,
     LOAD_STEPS,
     LatentRequest,
     LatestWins,
     Loaded,
+    LoadedCompare,
     SliceRequest,
     attack_all_slices,
     compute_latents,
     compute_slice,
     describe,
     export_files,
-    guarded,
+    job_worker,
+    load_compare,
     load_session,
 )
 from .explorer_layers import ExplorerLayers, viewer_grid
@@ -70,7 +81,7 @@ from .explorer_state import DEFAULT_ATTACKER, IDLE, ExplorerState
 from .explorer_text import metrics_html
 from .layer_choice import LayerChoice
 from .layer_data import GRID_KEY
-from .model_registry import REGISTRY
+from .model_registry import REGISTRY, shipped_models
 from .spec_editor import SpecEditor, widget_words
 
 if TYPE_CHECKING:
@@ -82,7 +93,8 @@ SLIDER_STEPS = 100
 """Slider ticks per prior standard deviation; the range is +-3 standard deviations."""
 
 LOADING, ALL_SLICES, EXPORTING = "loading models", "attacking all slices", "exporting"
-"""The jobs (:attr:`ExplorerState.job`)."""
+COMPARING = "loading the model to compare with"
+"""The jobs (:attr:`ExplorerState.job`); the last loads a second model after Start."""
 
 
 def quantize(values: np.ndarray) -> tuple[float, ...]:
@@ -99,6 +111,7 @@ class ExplorerWidget(QWidget):
         self.viewer = viewer
         self.state = ExplorerState()
         self.session: ExplorerSession | None = None
+        self.compare: LoadedCompare | None = None
         self.source: Image | None = None
         self.job: GeneratorWorker | None = None
         self.last_result: SliceAttack | None = None
@@ -117,7 +130,7 @@ class ExplorerWidget(QWidget):
         self._bind()
         for folder in REGISTRY.attackers:
             self._add_attacker(folder)
-        for folder in REGISTRY.segmentation:
+        for folder in [*shipped_models("segmentation"), *REGISTRY.segmentation]:
             self._add_seg_model(folder)
         REGISTRY.events.changed.connect(self._on_registry)
         self.destroyed.connect(Disconnect(self._on_registry))
@@ -132,19 +145,23 @@ class ExplorerWidget(QWidget):
         self.choice = LayerChoice(self.viewer, exclude=self.output.owned)
         self.image_box = self.choice.image_box
         self.labels_box = self.choice.labels_box
-        self.seg_box = QComboBox()
-        self.seg_box.setEditable(True)
-        self.seg_box.addItem("")
-        self.seg_path: QLineEdit = self.seg_box.lineEdit()
-        self.seg_path.setPlaceholderText("shipped U-Net, or a checkpoint / nnU-Net folder, a file")
-        self.seg_box.setToolTip(
+        self.seg_box = model_box(
+            "shipped U-Net, or a checkpoint / nnU-Net folder, a file",
             "Empty: the shipped U-Net. Or a checkpoint folder, an nnU-Net results folder "
             "(DatasetXXX_Name/nnUNetTrainer__nnUNetPlans__2d, or its fold_N for that fold), a "
-            "TorchScript or .pt2 file. Models trained in this session are listed here."
+            "TorchScript or .pt2 file. Models trained in this session are listed here.",
         )
+        self.seg_path: QLineEdit = self.seg_box.lineEdit()
+        self.compare_box = model_box(
+            "none, or a second model's checkpoint / nnU-Net folder",
+            "A second model (e.g. one hardened against this attacker) run on the same I_DV: its "
+            "S0 and S_DV as two more layers, its Dice under each organ. Empty: none.",
+            default_model_path(),
+        )
+        self.compare_path: QLineEdit = self.compare_box.lineEdit()
         self.spec_editor = SpecEditor()
         self.attacker_box = QComboBox()
-        for folder in sorted(models_dir().glob("attacker_*")):
+        for folder in shipped_models("attacker"):
             self.attacker_box.addItem(folder.name, str(folder))
         self.attacker_path = QLineEdit()
         self.attacker_path.setPlaceholderText("or an attacker checkpoint folder")
@@ -192,6 +209,7 @@ class ExplorerWidget(QWidget):
         form.addRow("Labels (optional)", self.labels_box)
         form.addRow("Segmentation model", self.seg_box)
         form.addRow("Model spec", self.spec_editor)
+        form.addRow("Compare with", self.compare_box)
         form.addRow("Attacker", self.attacker_box)
         form.addRow("", self.attacker_path)
         form.addRow("", self.force_box)
@@ -220,6 +238,9 @@ class ExplorerWidget(QWidget):
         self.labels_box.currentTextChanged.connect(self._set_field("labels_layer"))
         self.seg_path.textChanged.connect(self._set_field("seg_model"))
         self.seg_path.textChanged.connect(self.spec_editor.show_model)
+        self.compare_path.textChanged.connect(self._set_field("compare_model"))
+        self.compare_path.editingFinished.connect(self.apply_compare)
+        self.compare_box.activated.connect(self.apply_compare)
         self.attacker_path.textChanged.connect(self._set_field("attacker_path"))
         self.attacker_box.currentIndexChanged.connect(self._attacker_chosen)
         self.temperature.valueChanged.connect(self._set_field("temperature"))
@@ -242,6 +263,7 @@ class ExplorerWidget(QWidget):
             ("image_layer", self.image_box.currentText, self.image_box.setCurrentText),
             ("labels_layer", self.labels_box.currentText, self.labels_box.setCurrentText),
             ("seg_model", self.seg_path.text, self.seg_path.setText),
+            ("compare_model", self.compare_path.text, self.compare_path.setText),
             ("attacker_path", self.attacker_path.text, self.attacker_path.setText),
             ("temperature", self.temperature.value, self.temperature.setValue),
             ("use_d", self.use_d.isChecked, self.use_d.setChecked),
@@ -290,7 +312,7 @@ class ExplorerWidget(QWidget):
             self.source = None
             if self.job is not None:
                 self.job.quit()
-            self.session = None
+            self.session = self.compare = None
             self.slice_runner.clear()
             self.latent_runner.clear()
             self.state.loaded = False
@@ -314,7 +336,8 @@ class ExplorerWidget(QWidget):
         self.grid_button.setEnabled(loaded)
         self.cancel_button.setEnabled(busy)
         inputs = (self.start_button, self.image_box, self.labels_box, self.seg_box)
-        models = (self.spec_editor, self.attacker_box, self.attacker_path, self.force_box)
+        models = (self.spec_editor, self.compare_box, self.attacker_box, self.attacker_path)
+        models = (*models, self.force_box)
         for widget in (*inputs, *models):
             widget.setEnabled(not busy)
 
@@ -358,10 +381,8 @@ class ExplorerWidget(QWidget):
             self.attacker_box.addItem(f"{folder.name} (trained: {folder})", str(folder))
 
     def _add_seg_model(self, folder: Path) -> None:
-        if self.seg_box.findText(str(folder)) < 0:
-            text = self.seg_path.text()
-            self.seg_box.addItem(str(folder))
-            self.seg_path.setText(text)  # adding an item must not change the typed path
+        add_model(self.seg_box, folder)
+        add_model(self.compare_box, folder)
 
     # -- jobs: Start, All slices, Export ---------------------------------------------------
     def _run_job(self, name: str, worker: GeneratorWorker) -> GeneratorWorker:
@@ -402,16 +423,13 @@ class ExplorerWidget(QWidget):
             self._error(widget_words(str(error)))
             return None
         self._loading_source, self._loading_volume = source, volume
-        force = self.force_box.isChecked()
-        worker = create_worker(
-            guarded,
-            load_session(scan, state.seg_model_path(), attacker, state.current_slice, spec, force),
-            _start_thread=False,
-            _progress={"total": LOAD_STEPS, "desc": "Loading the explorer's models"},
-            _ignore_errors=True,
+        force, compare = self.force_box.isChecked(), state.compare_model_path()
+        steps = load_session(
+            scan, state.seg_model_path(), attacker, state.current_slice, spec, force, compare
         )
-        worker.yielded.connect(self._load_step)
-        worker.returned.connect(self._loaded)
+        total = LOAD_STEPS + (COMPARE_STEPS if compare is not None else 0)
+        description = "Loading the explorer's models"
+        worker = job_worker(steps, total, description, self._load_step, self._loaded)
         state.status = "Loading the models..."
         return self._run_job(LOADING, worker)
 
@@ -420,14 +438,19 @@ class ExplorerWidget(QWidget):
 
     def _loaded(self, loaded: Loaded) -> None:
         """Main thread: the session is ready; make the sliders and layers, show the attack."""
-        self.session = loaded.session
+        self.session, self.compare = loaded.session, loaded.compare
         self.source = self._loading_source
-        if loaded.warning:
-            show_warning(loaded.warning)
+        for warning in (loaded.warning, self.compare and self.compare.warning):
+            if warning:
+                show_warning(warning)
         self._build_sliders()
         attacked = AttackedVolume(loaded.session.volume)
         label_map = loaded.session.seg_model.spec.label_map
-        self._staging = self.output.build_steps(self.source, attacked, label_map)
+        compared = self.compare.volume if self.compare is not None else None
+        self._staging = chain(
+            self.output.build_steps(self.source, attacked, label_map),
+            self.output.compared_steps(self.source, compared, label_map),
+        )
         self._latents_at_start = (loaded.z_d, loaded.z_v)
         self._loading_source = self._loading_volume = None
         QTimer.singleShot(0, self._build_next)
@@ -454,13 +477,65 @@ class ExplorerWidget(QWidget):
         self._set_latents(*self._latents_at_start)
         self.request_slice()  # when the latents are those shown before, nothing else asks
         mode = self.session.loaded.mode.upper()
-        self.state.status = f"Exploring {self.source.name} with a {mode} attacker."
+        self.state.status = f"Exploring {self.source.name} with a {mode} attacker{self._vs()}."
+
+    def _vs(self) -> str:
+        return f", compared with {self.compare.model.name}" if self.compare is not None else ""
+
+    def _compared_model(self) -> ComparedModel | None:
+        return self.compare.model if self.compare is not None else None
+
+    def apply_compare(self, *_: object) -> GeneratorWorker | None:
+        """Load, change or drop the model to compare with, as *Compare with* now says.
+
+        Once the models are loaded (before, *Start* loads it): the second model is loaded in a
+        worker and its layers follow; an empty field removes them. Returns the worker, if any.
+        """
+        path = self.state.compare_model_path()
+        loaded = self.compare.path if self.compare is not None else None
+        if self.session is None or self.state.job == COMPARING or path == loaded:
+            return None  # the field is disabled while it loads: a second signal of the same edit
+        if self._refuse_busy():
+            return None
+        self._drop_compare()
+        if path is None:
+            self.state.status = f"Exploring {self.source.name}, no longer compared."
+            self.request_slice()  # any attack on its way was made with the second model
+            return None
+        worker = job_worker(
+            load_compare(self.session, path),
+            COMPARE_STEPS,
+            "Loading the model to compare with",
+            self._load_step,
+            self._compare_loaded,
+        )
+        self.state.status = f"Loading {path.name} to compare with..."
+        return self._run_job(COMPARING, worker)
+
+    def _compare_loaded(self, compare: LoadedCompare) -> None:
+        """Main thread: the second model is ready; make its layers, attack the slice again."""
+        if compare.model.session is not self.session or self.source is None:
+            return
+        self.compare = compare
+        label_map = self.session.seg_model.spec.label_map
+        for _ in self.output.compared_steps(self.source, compare.volume, label_map):
+            pass
+        self.refresh_choices()
+        self.state.status = f"Exploring {self.source.name}{self._vs()}."
+        self.request_slice()
+
+    def _drop_compare(self) -> None:
+        """Remove the second model, its layers and its rows of Dice."""
+        self.compare = None
+        self.output.remove_compared()
+        if self.last_result is not None and self.last_result.compare is not None:
+            self._show_metrics(replace(self.last_result, compare=None))
 
     def unload(self) -> None:
         """Drop the models and the session; free GPU memory when there is a GPU."""
         if self._refuse_busy():
             return
-        self.session = None
+        self.session = self.compare = None
         self.slice_runner.clear()
         self.latent_runner.clear()
         self.state.loaded = False
@@ -474,21 +549,18 @@ class ExplorerWidget(QWidget):
         if self.session is None or self._refuse_busy():
             return None
         state = self.state
-        worker = create_worker(
-            guarded,
-            attack_all_slices(
-                self.session,
-                np.asarray(state.z_d, np.float32),
-                np.asarray(state.z_v, np.float32),
-                state.use_d,
-                state.use_v,
-            ),
-            _start_thread=False,
-            _progress={"total": self.session.num_slices, "desc": "Attacking all slices"},
-            _ignore_errors=True,
+        steps = attack_all_slices(
+            self.session,
+            np.asarray(state.z_d, np.float32),
+            np.asarray(state.z_v, np.float32),
+            state.use_d,
+            state.use_v,
+            self._compared_model(),
         )
-        worker.yielded.connect(self._volume_slice)
-        worker.returned.connect(self._volume_done)
+        total = self.session.num_slices
+        worker = job_worker(
+            steps, total, "Attacking all slices", self._volume_slice, self._volume_done
+        )
         state.status = "Attacking all slices..."
         return self._run_job(ALL_SLICES, worker)
 
@@ -527,15 +599,9 @@ class ExplorerWidget(QWidget):
             self._error(f"Export refused: {error}")
             return None
         self.exported = []
-        worker = create_worker(
-            guarded,
-            export_files(attacked, plan),
-            _start_thread=False,
-            _progress={"total": len(EXPORTS), "desc": "Exporting NIfTI files"},
-            _ignore_errors=True,
-        )
-        worker.yielded.connect(self.exported.append)
-        worker.returned.connect(self._exported)
+        steps = export_files(attacked, plan)
+        description = "Exporting NIfTI files"
+        worker = job_worker(steps, len(EXPORTS), description, self.exported.append, self._exported)
         state.status = f"Exporting to {plan.folder}..."
         return self._run_job(EXPORTING, worker)
 
@@ -556,7 +622,7 @@ class ExplorerWidget(QWidget):
         its signals go through would abort the process.
         """
         self.cancel()
-        self.session = None
+        self.session = self.compare = None
         self.slice_runner.clear()
         self.latent_runner.clear()
         QThreadPool.globalInstance().waitForDone(wait_ms)
@@ -661,7 +727,13 @@ class ExplorerWidget(QWidget):
         if (len(state.z_d), len(state.z_v)) != dims:
             return
         request = SliceRequest(
-            session, state.current_slice, state.z_d, state.z_v, state.use_d, state.use_v
+            session,
+            state.current_slice,
+            state.z_d,
+            state.z_v,
+            state.use_d,
+            state.use_v,
+            self._compared_model(),
         )
         self.slice_runner.submit(request)
 
@@ -673,6 +745,9 @@ class ExplorerWidget(QWidget):
         request, planes = output
         if request.session is not self.session:
             return  # unloaded or restarted meanwhile
+        if request.compare is not self._compared_model():
+            self.request_slice()  # the second model changed meanwhile: attack again
+            return
         if self.state.busy:  # a job started meanwhile: redo it when the job ends
             if self.slice_runner.pending is None:
                 self.slice_runner.pending = request
@@ -687,7 +762,8 @@ class ExplorerWidget(QWidget):
 
     def _show_metrics(self, result: SliceAttack) -> None:
         self.last_result = result
-        self.metrics.setText(metrics_html(result))
+        model = self.session.seg_model.name if self.session is not None else "f_seg"
+        self.metrics.setText(metrics_html(result, model))
 
     def _side_by_side_changed(self, event: Any) -> None:
         if self.grid_button.isChecked() != event.value:

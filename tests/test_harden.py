@@ -221,6 +221,7 @@ def test_the_cli_hardens_and_keeps_a_hand_written_card(trained_seg_dir, tmp_path
     assert "finished at step 2" in capsys.readouterr().out
     card = (out / "MODEL_CARD.md").read_text()
     assert card.startswith(CARD_MARK) and f"from **{trained_seg_dir.name}**" in card
+    assert " min on cpu" in card  # the device it ran on
     assert load_segmentation_model(out).spec == load_unet(trained_seg_dir)[0].spec
     assert (out / "attacker" / "config.json").is_file()
     assert file_bytes(trained_seg_dir) == before

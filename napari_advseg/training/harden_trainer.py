@@ -326,7 +326,7 @@ class HardenTrainer(StoppableTrainer):
         if state["saved_step"] != state["step"]:
             state["seconds"] = time.perf_counter() - started
             yield from self._checkpoint(game, state, device)
-        self._write_card(state)
+        self._write_card(state, device)
         yield TrainingFinished(
             state["step"],
             stopped,
@@ -562,7 +562,7 @@ class HardenTrainer(StoppableTrainer):
                 "harden into a new folder."
             ) from error
 
-    def _write_card(self, state: Mapping[str, Any]) -> None:
+    def _write_card(self, state: Mapping[str, Any], device: torch.device) -> None:
         """Write the model card, unless the folder holds one that this module did not write."""
         path = self.out_dir / CARD_NAME
         if path.exists():
@@ -572,7 +572,7 @@ class HardenTrainer(StoppableTrainer):
                 ours = False
             if not ours:
                 return
-        text = hardening_card(self._training_record(state, torch.device("cpu")))
+        text = hardening_card(self._training_record(state, device))
         temporary = path.with_name(f".{CARD_NAME}.tmp")
         temporary.write_text(text)
         os.replace(temporary, path)

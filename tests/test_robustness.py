@@ -151,7 +151,12 @@ def after_sweep(clean=(0.895, 0.795), spleen_top=70):
 
 def test_curve_rows_prefer_the_test_curve_and_name_the_split():
     rows, split = curve_rows(before_sweep())
-    assert split == SPLIT_TEST and len(rows) == 5  # four test-curve rows and the test D+V row
+    # the four test-curve rows; the test D+V row's xi has a curve row already: one point per xi
+    assert split == SPLIT_TEST and len(rows) == 4
+    assert len({r["xi"] for r in rows}) == 4 and all(r["split"] == "test-curve" for r in rows)
+    other_xi = before_sweep()
+    other_xi["rows"][1]["xi"] = 7.0  # a headline xi without a curve row joins the curve
+    assert len(curve_rows(other_xi)[0]) == 5
     rows, split = curve_rows(after_sweep())
     assert split == SPLIT_VALIDATION and [r["p_hu_body"] for r in rows] == [100, 200, 300]
     payload = {**after_sweep(), "validation_rows": []}

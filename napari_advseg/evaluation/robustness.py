@@ -180,15 +180,16 @@ def curve_rows(payload: Mapping[str, Any]) -> tuple[list[Row], str]:
     """The rows a sweep's curve is drawn through, and the split they are from.
 
     The test split where the sweep has ``test-curve`` rows (``sweep --curve-on-test``): those
-    rows and the test D+V row. Otherwise the validation rows (one D+V row per candidate xi),
+    rows, and the test D+V row if its xi has none. Otherwise the validation rows (one D+V row per candidate xi),
     and where there are none either, the test D+V row alone.
     """
     rows = list(payload.get("rows") or [])
     extra = list(payload.get("curve_rows") or [])
     curve = [r for r in [*rows, *extra] if r.get("split") == "test-curve"]
     test = [r for r in rows if r.get("mode") == "dv" and r.get("split", "test") == "test"]
-    if curve:
-        return [*curve, *test], SPLIT_TEST
+    if curve:  # the test D+V row only where the curve has no row of its xi (one point per xi)
+        drawn = {r.get("xi") for r in curve}
+        return [*curve, *(r for r in test if r.get("xi") not in drawn)], SPLIT_TEST
     validation = [r for r in payload.get("validation_rows") or [] if r.get("mode") == "dv"]
     if validation:
         return validation, SPLIT_VALIDATION

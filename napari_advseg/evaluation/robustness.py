@@ -180,8 +180,8 @@ def curve_rows(payload: Mapping[str, Any]) -> tuple[list[Row], str]:
     """The rows a sweep's curve is drawn through, and the split they are from.
 
     The test split where the sweep has ``test-curve`` rows (``sweep --curve-on-test``): those
-    rows, and the test D+V row if its xi has none. Otherwise the validation rows (one D+V row per candidate xi),
-    and where there are none either, the test D+V row alone.
+    rows, and the test D+V row if its xi has none. Otherwise the validation rows (one D+V row
+    per candidate xi), and where there are none either, the test D+V row alone.
     """
     rows = list(payload.get("rows") or [])
     extra = list(payload.get("curve_rows") or [])

@@ -59,7 +59,7 @@ from .base import (
     divergence_reason,
     environment_facts,
 )
-from .checkpoint import optimizer_tensors, restore_optimizer, weights_sha256
+from .checkpoint import optimizer_tensors, read_config, restore_optimizer, weights_sha256
 from .device import select_device
 from .events import (
     AttackProgress,
@@ -226,8 +226,6 @@ class HardenTrainer(StoppableTrainer):
 
     def _check_resume(self) -> None:
         """Refuse, in one line, a ``last/`` state that this run cannot continue."""
-        from .checkpoint import read_config
-
         folder = self.out_dir / LAST_DIR
         training = read_config(folder).get("training", {})
         try:
@@ -339,8 +337,10 @@ class HardenTrainer(StoppableTrainer):
         """The players (restored on resume) and the run's state."""
         state: dict[str, Any] = {"step": 0, "seconds": 0.0, "saved_step": None}
         tensors: dict[str, torch.Tensor] = {}
-        if self.resume:
+        training: Mapping[str, Any] = {}
+        if self.resume:  # the state is read once: weights, tensors and the record together
             model, tensors = load_model_folder(self.out_dir / LAST_DIR)
+            training = model.config.get("training", {})
             network = model.network
             for parameter in network.parameters():
                 parameter.requires_grad_(True)
@@ -373,7 +373,7 @@ class HardenTrainer(StoppableTrainer):
             rmsprop(critic.parameters()),
         )
         if self.resume:
-            state.update(self._restore(game, tensors, device))
+            state.update(self._restore(game, tensors, training, device))
             state["saved_step"] = state["step"]
         elif self.init_weights is not None:
             attacker.load_state_dict(self.init_weights, strict=True)
@@ -530,12 +530,13 @@ class HardenTrainer(StoppableTrainer):
         state["saved_step"] = state["step"]
 
     def _restore(
-        self, game: _Game, tensors: Mapping[str, torch.Tensor], device: torch.device
+        self,
+        game: _Game,
+        tensors: Mapping[str, torch.Tensor],
+        training: Mapping[str, Any],
+        device: torch.device,
     ) -> dict[str, Any]:
-        from .checkpoint import read_config
-
         folder = self.out_dir / LAST_DIR
-        training = read_config(folder)["training"]
         try:
             game.attacker.load_state_dict(
                 {k[9:]: v for k, v in tensors.items() if k.startswith("attacker/")}

@@ -35,6 +35,10 @@ MAX_SAMPLES = 100
 MAX_SEED = 2**32 - 1
 SEED = arg_int(0, MAX_SEED)
 """The argparse type of every seed."""
+DOMAIN_AUGMENT_HELP = (
+    "also vary resolution, noise, contrast phase and field of view, for scans unlike the "
+    "training data"
+)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, default_sample: str | None) -> None:

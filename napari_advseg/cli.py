@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from . import __version__
 from ._cli_common import (
+    DOMAIN_AUGMENT_HELP,
     MAX_BATCH,
     MAX_CHANNELS,
     MAX_DEPTH,
@@ -166,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="in-plane pixel spacing (mm) the model works at",
     )
     train.add_argument("--no-augment", action="store_true", help="turn off augmentation")
+    train.add_argument(
+        "--domain-augment",
+        action="store_true",
+        help=DOMAIN_AUGMENT_HELP,
+    )
     train.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
     train.add_argument("--seed", type=SEED, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/last")
@@ -188,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_argument(evaluate)
     add_data_arguments(evaluate, default_sample=None)
     evaluate.add_argument("--json", type=Path, default=None, help="also write the results here")
+    evaluate.add_argument(
+        "--bootstrap",
+        type=arg_int(0, 100_000),
+        default=0,
+        metavar="N",
+        help="add 95 %% intervals from N draws of a bootstrap over axial slices (within each "
+        "subject; for few scans, such as the real case); 0: none (default)",
+    )
     evaluate.set_defaults(handler=_eval_seg)
     add_attack_commands(commands)
     add_harden_command(commands)
@@ -322,6 +336,7 @@ def _train_seg(args: argparse.Namespace) -> None:
         cosine=not args.constant_lr,
         dice_weight=args.dice_weight,
         augment=not args.no_augment,
+        domain_augment=args.domain_augment,
         seed=args.seed,
         device=args.device,
     )
@@ -356,6 +371,7 @@ def _train_seg(args: argparse.Namespace) -> None:
 
 def _eval_seg(args: argparse.Namespace) -> None:
     from .evaluation.metrics import dice_per_label, mean_dice
+    from .evaluation.slice_bootstrap import slice_bootstrap, slice_counts
     from .inference import segment_volume
     from .segmentation import default_model_path
 
@@ -366,16 +382,27 @@ def _eval_seg(args: argparse.Namespace) -> None:
     # reads each volume when used, its labels in the model's channels
     volumes = eval_volumes(args, label_map=model.spec.label_map)
     names = model.spec.label_map.names
-    rows = []
+    rows, counts = [], []
     for volume in progress(volumes, "subjects"):  # one subject in memory at a time
         prediction = segment_volume(model, volume)
-        dice = dice_per_label(prediction, volume.require_labels(), model.spec.label_map)
+        reference = volume.require_labels()
+        dice = dice_per_label(prediction, reference, model.spec.label_map)
         rows.append({"subject": volume.name, "dice": dice})
-        del volume, prediction
+        if args.bootstrap:
+            counts.append(slice_counts(prediction, reference, model.spec.label_map))
+        del volume, prediction, reference
     summary = mean_dice([row["dice"] for row in rows], names)
     print(f"model: {model_source(model, args.model)}  ({len(rows)} subjects)")
     print(f"fed as: {model.spec.describe()}")
     print(_table(rows, summary, names))
+    intervals = None
+    if args.bootstrap:
+        intervals = slice_bootstrap({"model": counts}, names, samples=args.bootstrap)
+        ci = intervals["models"]["model"]["dice_ci"]
+        print(
+            "95 % interval (bootstrap over slices): "
+            + ", ".join(f"{n} {_interval_text(ci[n])}" for n in names)
+        )
     if args.json:
         result = {
             "model": str(args.model or default_model_path()),
@@ -385,9 +412,18 @@ def _eval_seg(args: argparse.Namespace) -> None:
             "subjects": rows,
             "convention": "3D Dice per subject, mean over subjects where defined",
         }
+        if intervals is not None:
+            result["dice_ci"] = intervals["models"]["model"]["dice_ci"]
+            result["bootstrap"] = {
+                key: intervals[key] for key in ("samples", "seed", "slices", "convention")
+            }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
+
+
+def _interval_text(interval: list[float] | None) -> str:
+    return "-" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _table(rows: list[dict], summary: dict[str, float | None], names: list[str]) -> str:

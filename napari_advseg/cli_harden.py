@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_common import (
+    DOMAIN_AUGMENT_HELP,
     MAX_BATCH,
     MAX_PATCH,
     MAX_STEPS,
@@ -62,7 +63,8 @@ def add_harden_command(commands: Any) -> None:
         "--attacked-fraction",
         type=arg_float(0, 1),
         default=0.5,
-        help="share of each model batch replaced by attacked patches (default 0.5)",
+        help="share of each model batch replaced by attacked patches (default 0.5; 0: clean "
+        "fine-tuning with no attacker, the control of a hardening)",
     )
     group.add_argument(
         "--attacker-every",
@@ -97,6 +99,11 @@ def add_harden_command(commands: Any) -> None:
         help="sampling weight of the real case's slices relative to one phantom subject",
     )
     group.add_argument("--no-augment", action="store_true", help="turn off augmentation")
+    group.add_argument(
+        "--domain-augment",
+        action="store_true",
+        help=DOMAIN_AUGMENT_HELP,
+    )
     group.add_argument(
         "--checkpoint-every", type=arg_int(1, MAX_STEPS), default=200, help="steps between saves"
     )
@@ -162,6 +169,7 @@ def harden_command(args: argparse.Namespace) -> None:
         learning_rate=args.seg_lr,
         dice_weight=args.dice_weight,
         augment=not args.no_augment,
+        domain_augment=args.domain_augment,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         device=args.device,
@@ -169,7 +177,7 @@ def harden_command(args: argparse.Namespace) -> None:
     attack = training_settings(
         args,
         args.xi,
-        steps=config.attacker_steps(),
+        steps=max(1, config.attacker_steps()),
         batch_size=args.attack_batch_size,
         crop_size=args.patch_size,
     )

@@ -55,11 +55,17 @@ def test_eval_seg_json(tmp_path, tiny_checkpoint, capsys):
             str(labels),
             "--json",
             str(out),
+            "--bootstrap",
+            "200",
         ]
     )
     assert code == 0
     result = json.loads(out.read_text())
     assert set(result["dice"]) == {"pancreas", "kidneys", "liver", "spleen"}
+    assert set(result["dice_ci"]) == set(result["dice"]) and result["bootstrap"]["samples"] == 200
+    for organ, interval in result["dice_ci"].items():
+        if interval is not None:
+            assert 0.0 <= interval[0] <= interval[1] <= 1.0, organ
     assert all(0.0 <= v <= 1.0 for v in result["dice"].values())
     assert result["subjects"][0]["subject"] == "case_ct.nii.gz"
     assert "liver" in capsys.readouterr().out
@@ -91,10 +97,12 @@ def test_train_seg_on_user_files(tmp_path, capsys):
             "3",
             "--device",
             "cpu",
+            "--domain-augment",
         ]
     )
     assert code == 0
     config = json.loads((out / "config.json").read_text())
+    assert config["training"]["settings"]["domain_augment"] is True
     assert config["training"]["command"].startswith("advseg train-seg --out ")
     assert len(config["training"]["data"]["held_out_test"]) == 1
     assert "finished at step 2" in capsys.readouterr().out
@@ -107,6 +115,7 @@ def test_train_seg_on_user_files(tmp_path, capsys):
         ["eval-seg", "--model", "no_such_model"],
         ["eval-seg", "--sample", "real", "--image", "x.nii.gz"],
         ["train-seg", "--out", "x", "--sample", "real", "--device", "tpu"],
+        ["train-seg", "--out", "x", "--sample", "real", "--no-augment", "--domain-augment"],
     ],
 )
 def test_errors_are_messages_not_tracebacks(argv, capsys, tmp_path, monkeypatch):

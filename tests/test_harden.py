@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from napari_advseg.cli import main
-from napari_advseg.errors import CheckpointError
+from napari_advseg.errors import CheckpointError, InvalidInputError
 from napari_advseg.finetuned import FINETUNED_KIND
 from napari_advseg.model_spec import save_spec_file
 from napari_advseg.nets.attacker import AttackerConfig
@@ -294,3 +294,27 @@ def test_the_fresh_attacker_evaluation_never_reuses_the_hardening_attackers_weig
     weights = fresh.attacker.state_dict()
     convolutions = [k for k, v in weights.items() if v.ndim >= 2]
     assert convolutions and set(differ(weights, cotrained)) >= set(convolutions)
+
+
+def test_a_clean_control_run_trains_no_attacker(seg_model, volumes, tmp_path):
+    config = HardenConfig(
+        steps=3, batch_size=2, patch_size=PATCH, attacked_fraction=0.0, device="cpu"
+    )
+    assert not config.trains_attacker and config.attacker_steps() == 0
+    attack = AttackTrainingConfig(xi=2.0, steps=1, batch_size=2, crop_size=PATCH, device="cpu")
+    out = tmp_path / "control"
+    events = list(HardenTrainer(out, seg_model, volumes[0], (), config, attack, ATTACKER).run())
+    steps = [e for e in events if isinstance(e, StepCompleted)]
+    assert [e.step for e in steps] == [1, 2, 3]
+    assert all("seg_cross_entropy" in e.losses for e in steps)
+    assert not any(name.startswith("attacker_") for e in steps for name in e.losses)
+    assert "seg_attacked" not in steps[0].losses
+    assert optimizer_steps(out) == {"optimizer": 3}  # the attacker's optimizers never stepped
+    assert not (out / "attacker").exists()  # no untrained attacker shipped beside the model
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "clean slices (control)" in card and "no attacker" in card
+
+
+def test_a_clean_control_run_refuses_warm_up_steps():
+    with pytest.raises(InvalidInputError, match="warm-up steps to 0"):
+        HardenConfig(attacked_fraction=0.0, warmup_steps=5)

@@ -53,7 +53,8 @@ class HardenForm(QGroupBox):
         )
         self.attacked_fraction = _real(0.0, 1.0, defaults.attacked_fraction, 0.05, 2)
         self.attacked_fraction.setToolTip(
-            "Share of each model batch replaced by attacked patches (labels moved by D)"
+            "Share of each model batch replaced by attacked patches (labels moved by D); 0: "
+            "clean fine-tuning with no attacker, the control of a hardening"
         )
         self.attacker_every = _spin(1, MAX_STEPS, defaults.attacker_every)
         self.attacker_every.setToolTip("One attacker step before every N-th model step")
@@ -99,7 +100,7 @@ class HardenForm(QGroupBox):
         )
         attack = dataclasses.replace(
             shared.config,
-            steps=config.attacker_steps(),
+            steps=max(1, config.attacker_steps()),
             batch_size=self.attack_batch.value(),
             crop_size=config.patch_size,
         )

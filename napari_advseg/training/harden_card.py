@@ -26,6 +26,9 @@ def hardening_card(record: Mapping[str, Any]) -> str:
     harden, attack = record["harden"], record["attack"]
     base = record["base_model"]
     init = record.get("init_attacker")
+    if harden["attacked_fraction"] == 0:
+        return _control_card(record)
+    augmentation = _augmentation(harden)
     lines = [
         CARD_MARK,
         f"# Hardened {base['name']}",
@@ -36,7 +39,7 @@ def hardening_card(record: Mapping[str, Any]) -> str:
         f"{harden['attacked_fraction']:.0%} attacked slices (labels moved by D), while the "
         f"attacker kept training against the current model (one attacker step every "
         f"{harden['attacker_every']} f_seg step(s), after {harden['warmup_steps']} warm-up "
-        "steps).",
+        f"steps); {augmentation}.",
         "",
         f"- Command: `{record.get('command', '-')}`",
         f"- Steps: {record['step']} of {harden['warmup_steps'] + harden['steps']} "
@@ -58,6 +61,38 @@ def hardening_card(record: Mapping[str, Any]) -> str:
         "robustness. Measure that with a fresh attacker trained against this model with the "
         "settings that broke the original (`advseg sweep --model THIS ...`), and compare with "
         "`advseg report --sweep BEFORE --after AFTER`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _augmentation(harden: Mapping[str, Any]) -> str:
+    if not harden.get("augment", True):
+        return "no augmentation"
+    if harden.get("domain_augment"):
+        return "standard and domain augmentation (resolution, noise, contrast phase, field of view)"
+    return "standard augmentation"
+
+
+def _control_card(record: Mapping[str, Any]) -> str:
+    """The card of a clean fine-tuning run (attacked fraction 0): the control of a hardening."""
+    harden, base = record["harden"], record["base_model"]
+    lines = [
+        CARD_MARK,
+        f"# {base['name']}, fine-tuned on clean slices (control)",
+        "",
+        f"Fine-tuned by `advseg harden --attacked-fraction 0` from **{base['name']}** "
+        f"({base.get('kind')}, weights sha256 `{str(base.get('weights_sha256'))[:12]}`) on clean "
+        f"batches of {harden['batch_size']} patches of {harden['patch_size']} px, with "
+        f"{_augmentation(harden)} and no attacker: the control that tells a hardening's effect "
+        "from that of the extra steps.",
+        "",
+        f"- Command: `{record.get('command', '-')}`",
+        f"- Steps: {record['step']} of {harden['steps']}, Adam lr {harden['learning_rate']:g}; "
+        f"{record.get('seconds', 0) / 60:.1f} min on {record.get('device')}",
+        f"- Trained on: {_subjects(record['train_subjects'])}",
+        f"- Clean validation Dice before: {_dice_line(record.get('clean_dice_before'))}",
+        f"- Clean validation Dice after: {_dice_line(record.get('clean_dice'))}",
         "",
     ]
     return "\n".join(lines)

@@ -22,7 +22,8 @@ class HardenConfig:
         Labelled patches per f_seg update, and their side (pixels, a multiple of f_seg's and
         the attacker's strides).
     attacked_fraction
-        Share of each f_seg batch replaced by attacked patches (0: clean fine-tuning).
+        Share of each f_seg batch replaced by attacked patches (0: clean fine-tuning, a
+        control run: the attacker is not trained).
     attacker_every
         One attacker step before every ``attacker_every``-th f_seg step.
     warmup_steps
@@ -30,7 +31,7 @@ class HardenConfig:
     learning_rate
         Adam's (constant) learning rate for f_seg: a fine-tuning rate, 10x below the U-Net's
         training rate.
-    dice_weight, foreground_fraction, augment
+    dice_weight, foreground_fraction, augment, domain_augment
         As in U-Net training (:class:`~.seg_trainer.SegTrainingConfig`).
     monitor_every, checkpoint_every
         Steps between the attack's progress on a fixed batch, and between checkpoints (and
@@ -47,6 +48,7 @@ class HardenConfig:
     dice_weight: float = 0.0
     foreground_fraction: float = 0.5
     augment: bool = True
+    domain_augment: bool = False
     monitor_every: int = 25
     checkpoint_every: int = 200
     seed: int = 0
@@ -67,10 +69,26 @@ class HardenConfig:
         check_integer(self.monitor_every, "monitor_every", low=1)
         check_integer(self.checkpoint_every, "checkpoint_every", low=1)
         check_integer(self.seed, "seed", low=0, high=2**32 - 1)
-        if not isinstance(self.augment, bool):
-            raise InvalidInputError("augment must be True or False.")
+        for name in ("augment", "domain_augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(f"{name} must be True or False.")
+        if self.domain_augment and not self.augment:
+            raise InvalidInputError(
+                "Domain augmentation extends the standard one; turn augmentation on, or drop "
+                "domain augmentation."
+            )
         if not isinstance(self.device, str):
             raise InvalidInputError(f"device must be a name such as 'auto', got {self.device!r}.")
+        if self.attacked_fraction == 0 and self.warmup_steps:
+            raise InvalidInputError(
+                "Warm-up steps train the attacker, and a clean fine-tuning run (attacked "
+                "fraction 0) trains none; set the warm-up steps to 0."
+            )
+
+    @property
+    def trains_attacker(self) -> bool:
+        """False for a clean fine-tuning control run (attacked fraction 0)."""
+        return self.attacked_fraction > 0
 
     @property
     def total_steps(self) -> int:
@@ -79,6 +97,8 @@ class HardenConfig:
 
     def attacker_steps(self, upto: int | None = None) -> int:
         """How many attacker steps the schedule runs in its first ``upto`` steps (all)."""
+        if not self.trains_attacker:
+            return 0
         upto = self.total_steps if upto is None else upto
         warm = min(upto, self.warmup_steps)
         seg_steps = upto - warm

@@ -304,7 +304,9 @@ class HardenTrainer(StoppableTrainer):
             values: dict[str, float] = {}
             try:
                 seg_step = index >= cfg.warmup_steps
-                if not seg_step or (index - cfg.warmup_steps) % cfg.attacker_every == 0:
+                if cfg.trains_attacker and (
+                    not seg_step or (index - cfg.warmup_steps) % cfg.attacker_every == 0
+                ):
                     values.update(self._attacker_step(game, steps, bank, rng, generator, device))
                 if seg_step:
                     values.update(self._seg_step(game, source, rng, generator, device))
@@ -316,7 +318,7 @@ class HardenTrainer(StoppableTrainer):
             state["step"] += 1
             step = state["step"]
             yield StepCompleted(step, cfg.total_steps, 0, values, time.perf_counter() - tick)
-            if step % cfg.monitor_every == 0 or step == cfg.total_steps:
+            if cfg.trains_attacker and (step % cfg.monitor_every == 0 or step == cfg.total_steps):
                 yield self._progress(game, monitor, step)
             if step % cfg.checkpoint_every == 0 and step < cfg.total_steps:
                 state["seconds"] = time.perf_counter() - started
@@ -418,7 +420,7 @@ class HardenTrainer(StoppableTrainer):
         cfg = self.config
         images, labels = source.sample(cfg.batch_size, cfg.patch_size, cfg.foreground_fraction, rng)
         if cfg.augment:
-            images, labels = augment_batch(images, labels, generator)
+            images, labels = augment_batch(images, labels, generator, cfg.domain_augment)
         images, labels = images.to(device), labels.to(device)
         attacked = round(cfg.batch_size * cfg.attacked_fraction)
         if attacked:
@@ -512,6 +514,9 @@ class HardenTrainer(StoppableTrainer):
         save_model(self.out_dir, game.network, self.base, record)
         game.current.config["weights_sha256"] = weights_sha256(self.out_dir)
         yield CheckpointSaved(state["step"], self.out_dir, "best")
+        state["saved_step"] = state["step"]
+        if not self.config.trains_attacker:
+            return  # a clean fine-tuning control: no attacker to ship
         attacker_record = {
             "hardening_attacker": True,
             "command": self.provenance.get("command"),

@@ -73,6 +73,7 @@ class SegTrainingConfig:
     dice_weight: float = 0.0
     foreground_fraction: float = 0.5
     augment: bool = True
+    domain_augment: bool = False
     seed: int = 0
     device: str = "auto"
 
@@ -85,9 +86,14 @@ class SegTrainingConfig:
         check_number(self.dice_weight, "Dice weight", low=0.0, high=1e6)
         check_number(self.foreground_fraction, "foreground fraction", low=0.0, high=1.0)
         check_integer(self.seed, "seed", low=0, high=2**32 - 1)
-        for name in ("cosine", "augment"):
+        for name in ("cosine", "augment", "domain_augment"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"{name} must be True or False.")
+        if self.domain_augment and not self.augment:
+            raise InvalidInputError(
+                "Domain augmentation extends the standard one; turn augmentation on, or drop "
+                "domain augmentation."
+            )
         if not isinstance(self.device, str):
             raise InvalidInputError(f"device must be a name such as 'auto', got {self.device!r}.")
 
@@ -312,7 +318,7 @@ class SegTrainer(StoppableTrainer):
                 cfg.batch_size, cfg.patch_size, cfg.foreground_fraction, rng
             )
             if cfg.augment:
-                images, labels = augment_batch(images, labels, generator)
+                images, labels = augment_batch(images, labels, generator, cfg.domain_augment)
             images, labels = images.to(device), labels.to(device)
             logits = network(images)
             losses = {"cross_entropy": F.cross_entropy(logits, labels)}

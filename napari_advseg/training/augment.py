@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidInputError
+
 
 @dataclass(frozen=True)
 class AugmentRanges:
@@ -55,6 +57,18 @@ DOMAIN = AugmentRanges(
 """Domain shift. A z-score unit is the scan's HU standard deviation, about 400-500 HU in an
 abdomen: noise up to ~50 HU, organ shifts up to ~±65 HU (native against portal-venous liver
 differs by ~50 HU), resolution down to twice the pixel size."""
+
+
+def check_augmentation(augment: object, domain_augment: object) -> None:
+    """Refuse, in one line, augmentation switches that are not booleans or do not fit together."""
+    for name, value in (("augment", augment), ("domain_augment", domain_augment)):
+        if not isinstance(value, bool):
+            raise InvalidInputError(f"{name} must be True or False.")
+    if domain_augment and not augment:
+        raise InvalidInputError(
+            "Domain augmentation extends the standard one; turn augmentation on, or drop "
+            "domain augmentation."
+        )
 
 
 def augment_batch(

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..validation import check_integer, check_number
+from .augment import check_augmentation
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,7 @@ class HardenConfig:
         check_integer(self.monitor_every, "monitor_every", low=1)
         check_integer(self.checkpoint_every, "checkpoint_every", low=1)
         check_integer(self.seed, "seed", low=0, high=2**32 - 1)
-        for name in ("augment", "domain_augment"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidInputError(f"{name} must be True or False.")
-        if self.domain_augment and not self.augment:
-            raise InvalidInputError(
-                "Domain augmentation extends the standard one; turn augmentation on, or drop "
-                "domain augmentation."
-            )
+        check_augmentation(self.augment, self.domain_augment)
         if not isinstance(self.device, str):
             raise InvalidInputError(f"device must be a name such as 'auto', got {self.device!r}.")
         if self.attacked_fraction == 0 and self.warmup_steps:

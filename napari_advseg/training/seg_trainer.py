@@ -30,7 +30,7 @@ from ..labels import DEFAULT_LABEL_MAP, LabelMap
 from ..nets.unet import UNet, UNetConfig
 from ..segmentation import ModelSpec, SegmentationModel, load_unet, save_unet
 from ..validation import check_integer, check_number
-from .augment import augment_batch
+from .augment import augment_batch, check_augmentation
 from .base import (
     Diverged,
     StoppableTrainer,
@@ -86,14 +86,9 @@ class SegTrainingConfig:
         check_number(self.dice_weight, "Dice weight", low=0.0, high=1e6)
         check_number(self.foreground_fraction, "foreground fraction", low=0.0, high=1.0)
         check_integer(self.seed, "seed", low=0, high=2**32 - 1)
-        for name in ("cosine", "augment", "domain_augment"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidInputError(f"{name} must be True or False.")
-        if self.domain_augment and not self.augment:
-            raise InvalidInputError(
-                "Domain augmentation extends the standard one; turn augmentation on, or drop "
-                "domain augmentation."
-            )
+        if not isinstance(self.cosine, bool):
+            raise InvalidInputError("cosine must be True or False.")
+        check_augmentation(self.augment, self.domain_augment)
         if not isinstance(self.device, str):
             raise InvalidInputError(f"device must be a name such as 'auto', got {self.device!r}.")
 

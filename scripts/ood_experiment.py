@@ -48,10 +48,10 @@ def real_case_counts(folders: dict[str, Path]) -> tuple[dict, list[str]]:
     from napari_advseg.segmentation import load_segmentation_model
 
     counts, organs = {}, []
+    volume = load_real_case()
+    reference = volume.require_labels()
     for name, folder in folders.items():
         model = load_segmentation_model(folder)
-        volume = load_real_case()
-        reference = volume.require_labels()
         prediction = segment_volume(model, volume)
         counts[name] = [slice_counts(prediction, reference, model.spec.label_map)]
         organs = model.spec.label_map.names

@@ -514,24 +514,22 @@ class HardenTrainer(StoppableTrainer):
         save_model(self.out_dir, game.network, self.base, record)
         game.current.config["weights_sha256"] = weights_sha256(self.out_dir)
         yield CheckpointSaved(state["step"], self.out_dir, "best")
-        state["saved_step"] = state["step"]
-        if not self.config.trains_attacker:
-            return  # a clean fine-tuning control: no attacker to ship
-        attacker_record = {
-            "hardening_attacker": True,
-            "command": self.provenance.get("command"),
-            "data": [volume.name for volume in self.train_volumes],
-            "step": self.config.attacker_steps(state["step"]),
-            **environment_facts(device, state["seconds"]),
-        }
-        save_attacker(
-            self.out_dir / ATTACKER_DIR,
-            game.attacker,
-            game.current,
-            self.attack_config,
-            attacker_record,
-            critic_config=self.critic_config,
-        )
+        if self.config.trains_attacker:  # a clean fine-tuning control has no attacker to ship
+            attacker_record = {
+                "hardening_attacker": True,
+                "command": self.provenance.get("command"),
+                "data": [volume.name for volume in self.train_volumes],
+                "step": self.config.attacker_steps(state["step"]),
+                **environment_facts(device, state["seconds"]),
+            }
+            save_attacker(
+                self.out_dir / ATTACKER_DIR,
+                game.attacker,
+                game.current,
+                self.attack_config,
+                attacker_record,
+                critic_config=self.critic_config,
+            )
         state["saved_step"] = state["step"]
 
     def _restore(

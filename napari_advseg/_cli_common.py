@@ -169,15 +169,25 @@ def dataset_split(args: argparse.Namespace, split: str) -> tuple[Any, list[Any]]
 
 
 def with_progress(trainer: Any, label: str) -> Iterator[Any]:
-    """Drive a trainer with a progress bar; Ctrl-C asks it to stop and save."""
+    """Drive a trainer with a progress bar; Ctrl-C (or SIGTERM) asks it to stop and save.
+
+    Under torchrun only rank 0 shows progress and gets the events; the other ranks train.
+    """
     from tqdm import tqdm
 
+    from .training.distributed import current_world
     from .training.events import StepCompleted, TrainingStarted
 
-    previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())
+    main = current_world().is_main
+    previous = {
+        number: signal.signal(number, lambda *_: trainer.stop())
+        for number in (signal.SIGINT, signal.SIGTERM)
+    }
     bar = None
     try:
         for event in trainer.run():
+            if not main:
+                continue
             if isinstance(event, TrainingStarted):
                 bar = tqdm(
                     total=event.total_steps,
@@ -198,7 +208,8 @@ def with_progress(trainer: Any, label: str) -> Iterator[Any]:
                 if bar is not None:
                     bar.refresh()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
         if bar is not None:
             bar.close()
 

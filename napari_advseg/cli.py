@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -39,7 +40,8 @@ from .cli_harden import add_harden_command
 from .cli_model import add_model_commands
 from .cli_sweep import add_report_command, add_sweep_command
 from .data.samples import MAX_SUBJECTS
-from .errors import AdvsegError
+from .errors import AdvsegError, InvalidInputError
+from .training.distributed import close_world, environment_world, init_world
 from .validation import arg_float, arg_int, check_disk, check_output_dir, check_output_file
 
 
@@ -59,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``advseg``; returns the exit status.
 
     A user's mistake (a bad argument, file or request) ends in one line ``advseg: error: ...``
-    and status 2; Ctrl-C outside training ends in one line and status 130.
+    and status 2; Ctrl-C outside training ends in one line and status 130. Under torchrun
+    (see :mod:`napari_advseg.training.distributed`) the commands that run on several processes
+    join them first; only rank 0 prints, and another rank's error names its rank.
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -72,15 +76,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 1
+    errors, prefix = sys.stderr, "advseg"
     try:
+        world = join_world(args)
+        if not world.is_main:
+            prefix = f"advseg (rank {world.rank})"
+            sys.stdout = sys.stderr = open(os.devnull, "w")
         args.handler(args)
     except AdvsegError as error:
-        print(f"advseg: error: {error}", file=sys.stderr)
+        print(f"{prefix}: error: {error}", file=errors)
         return 2
     except KeyboardInterrupt:
-        print("\nadvseg: interrupted; nothing more was written.", file=sys.stderr)
+        print(f"\n{prefix}: interrupted; nothing more was written.", file=errors)
         return 130
+    finally:
+        if sys.stderr is not errors:
+            sys.stdout.close()
+            sys.stdout, sys.stderr = sys.__stdout__, errors
+        close_world()
     return 0
+
+
+DISTRIBUTED_COMMANDS = ("train-seg", "train-attack", "eval-seg")
+"""The commands that run on several processes under torchrun."""
+
+
+def join_world(args: argparse.Namespace) -> Any:
+    """Join torchrun's process group for a command that runs on several processes.
+
+    Any other command launched by torchrun with more than one process is refused in one line.
+    """
+    world = environment_world()
+    if not world.is_distributed:
+        return world
+    if args.command not in DISTRIBUTED_COMMANDS:
+        raise InvalidInputError(
+            f"'{args.command}' runs in one process; launch it without torchrun "
+            f"({', '.join(DISTRIBUTED_COMMANDS)} run on several)."
+        )
+    if getattr(args, "batch_size", None) is not None:
+        world.local_batch(args.batch_size)  # refused here, before any process waits for another
+    return init_world(getattr(args, "device", "auto"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
 
     sample = commands.add_parser(
         "sample-data",
@@ -374,7 +410,9 @@ def _eval_seg(args: argparse.Namespace) -> None:
     from .evaluation.slice_bootstrap import slice_bootstrap, slice_counts
     from .inference import segment_volume
     from .segmentation import default_model_path
+    from .training.distributed import current_world
 
+    world = current_world()
     if args.json is not None:
         check_output_file(args.json, "--json")
     check_data_files(args)
@@ -383,7 +421,8 @@ def _eval_seg(args: argparse.Namespace) -> None:
     volumes = eval_volumes(args, label_map=model.spec.label_map)
     names = model.spec.label_map.names
     rows, counts = [], []
-    for volume in progress(volumes, "subjects"):  # one subject in memory at a time
+    # each rank scores its shard of the subjects, one in memory at a time
+    for volume in progress(world.shard(volumes), "subjects"):
         prediction = segment_volume(model, volume)
         reference = volume.require_labels()
         dice = dice_per_label(prediction, reference, model.spec.label_map)
@@ -391,6 +430,10 @@ def _eval_seg(args: argparse.Namespace) -> None:
         if args.bootstrap:
             counts.append(slice_counts(prediction, reference, model.spec.label_map))
         del volume, prediction, reference
+    rows = world.gather(rows, len(volumes))
+    counts = world.gather(counts, len(volumes)) if args.bootstrap else []
+    if not world.is_main:
+        return
     summary = mean_dice([row["dice"] for row in rows], names)
     print(f"model: {model_source(model, args.model)}  ({len(rows)} subjects)")
     print(f"fed as: {model.spec.describe()}")

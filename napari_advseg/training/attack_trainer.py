@@ -49,7 +49,7 @@ from .base import (
     environment_facts,
 )
 from .checkpoint import optimizer_tensors, read_config, restore_optimizer, weights_sha256
-from .device import select_device
+from .distributed import World, current_world
 from .events import (
     AttackProgress,
     CheckpointSaved,
@@ -96,6 +96,34 @@ def dice_drop(
     return decreases(paired_decrease([before], [after], label_map.names))
 
 
+class GeneratorPass(torch.nn.Module):
+    """The attacker's share of a generator update as one forward pass, for DDP to wrap.
+
+    ``DistributedDataParallel`` averages the gradients of what its ``forward`` computed; the
+    update encodes, draws the latents and decodes (twice with a diversity term), so all of it
+    happens here. Returns the posterior, the latents, the output and, for ``second_draw``, the
+    second draw's latents and output.
+    """
+
+    def __init__(self, attacker: Attacker) -> None:
+        super().__init__()
+        self.attacker = attacker
+
+    def forward(
+        self, real: torch.Tensor, generator: torch.Generator, second_draw: bool
+    ) -> tuple[Encoding, tuple[torch.Tensor, torch.Tensor], AttackOutput, Any]:
+        """Encode ``real``, draw from the posterior and decode (once more if asked)."""
+        attacker = self.attacker
+        encoding = attacker.encode(real)
+        latents = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
+        output = attacker.decode(encoding, real, *latents)
+        other = None
+        if second_draw:
+            others = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
+            other = (others, attacker.decode(encoding, real, *others))
+        return encoding, latents, output, other
+
+
 class AttackSteps:
     """One critic round and one generator update of section 3.2, for any trainer that runs them.
 
@@ -103,10 +131,34 @@ class AttackSteps:
     (:mod:`.harden_trainer`) interleaves them with f_seg's own updates. ``seg``'s weights get
     no gradient here only if the caller froze them: the generator's loss backpropagates through
     f_seg to the image.
+
+    With several processes (``world``) each rank draws its share of the global batch and
+    ``DistributedDataParallel`` averages the critic's and the generator's gradients. The
+    critic's gradient penalty differentiates the critic with ``torch.autograd.grad``, which DDP
+    does not see; it is taken through the unwrapped critic inside the same loss, so its part of
+    the parameters' gradients arrives in the one ``backward`` that DDP averages.
     """
 
-    def __init__(self, config: AttackTrainingConfig) -> None:
+    def __init__(self, config: AttackTrainingConfig, world: World | None = None) -> None:
         self.config = config
+        self.world = world = world or current_world()
+        self.batch = world.local_batch(config.batch_size)
+        self._wrapped: dict[int, torch.nn.Module] = {}
+
+    def _parallel(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module``'s DDP wrapper (made on first use; ``module`` itself in one process).
+
+        The generator is wrapped as its :class:`GeneratorPass`; an attack mode that leaves a
+        decoder out leaves its parameters without gradients, which DDP is told to expect.
+        """
+        key = id(module)
+        if key not in self._wrapped:
+            if isinstance(module, Attacker):
+                unused = module.config.mode != "dv"
+                self._wrapped[key] = self.world.wrap(GeneratorPass(module), unused)
+            else:
+                self._wrapped[key] = self.world.wrap(module)
+        return self._wrapped[key]
 
     def train_critic(
         self,
@@ -121,17 +173,18 @@ class AttackSteps:
         """Train the critic ``critic_steps`` times (eq. 3); return its last Wasserstein estimate."""
         cfg = self.config
         critic.train()
+        parallel = self._parallel(critic)
         estimate = 0.0
         for _ in range(cfg.critic_steps):
-            real = bank.sample(cfg.batch_size, rng).to(device)
+            real = bank.sample(self.batch, rng).to(device)
             with torch.no_grad():
                 fake = attacker(real, generator)[0].image
-            loss = losses.critic_loss(*_score(critic, real, fake))
+            loss = losses.critic_loss(*_score(parallel, real, fake))
             estimate = -float(loss.detach())
             if cfg.gradient_penalty > 0:
                 penalty = losses.gradient_penalty(critic, real, fake, generator)
                 loss = loss + cfg.gradient_penalty * penalty
-            check_step({"critic": loss}, "loss")
+            check_step({"critic": loss}, "loss", self.world)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             check_gradients(critic.parameters(), "critic")
@@ -155,13 +208,13 @@ class AttackSteps:
     ) -> dict[str, float]:
         """One generator update on eq. 6 (+ KL, + diversity); return the loss terms."""
         cfg = self.config
-        real = bank.sample(cfg.batch_size, rng).to(device)
+        real = bank.sample(self.batch, rng).to(device)
         with torch.no_grad():
             s0 = torch.softmax(seg.logits(real), dim=1)
-        encoding = attacker.encode(real)
+        encoding, (z_d, z_v), output, other = self._parallel(attacker)(
+            real, generator, cfg.diversity_weight > 0
+        )
         posterior = encoding.posterior
-        z_d, z_v = attacker.sample_latents(posterior, "posterior", 1.0, generator)
-        output = attacker.decode(encoding, real, z_d, z_v)
         reference = losses.eq5_reference(s0, output.displacement, cfg.reference, cfg.eq5)
         logits_dv = seg.logits(output.image)
         xent = losses.masked_cross_entropy(reference, logits_dv, cfg.eq5)
@@ -181,14 +234,12 @@ class AttackSteps:
             "intensity": losses.intensity_penalty(output.intensity, cfg.lambda_v),
             "kl": cfg.kl_weight * losses.kl_divergence(posterior),
         }
-        if cfg.diversity_weight > 0:
-            terms["diversity"] = -cfg.diversity_weight * self.diversity(
-                attacker, encoding, real, (z_d, z_v), output, generator
-            )
+        if other is not None:
+            terms["diversity"] = -cfg.diversity_weight * self.diversity((z_d, z_v), output, *other)
         for parameter in critic.parameters():
             parameter.requires_grad_(True)
         total = sum(terms.values())
-        check_step(terms, "loss")
+        check_step(terms, "loss", self.world)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         check_gradients(attacker.parameters(), "generator")
@@ -200,20 +251,17 @@ class AttackSteps:
 
     def diversity(
         self,
-        attacker: Attacker,
-        encoding: Encoding,
-        real: torch.Tensor,
         latents: tuple[torch.Tensor, torch.Tensor],
         output: AttackOutput,
-        generator: torch.Generator,
+        other_latents: tuple[torch.Tensor, torch.Tensor],
+        other: AttackOutput,
     ) -> torch.Tensor:
         """The diversity of a second posterior draw against the first, D's plus V's.
 
         A field the mode switches off is zero for both draws and adds nothing.
         """
         cfg = self.config
-        z_d, z_v = attacker.sample_latents(encoding.posterior, "posterior", 1.0, generator)
-        other = attacker.decode(encoding, real, z_d, z_v)
+        z_d, z_v = other_latents
         return losses.diversity(
             output.displacement, other.displacement, latents[0], z_d, cfg.diversity_cap_d
         ) + losses.diversity(
@@ -262,6 +310,10 @@ class AttackTrainer(StoppableTrainer):
         An attacker checkpoint to start from (fine-tuning it against ``seg_model``) instead of
         random weights; its architecture replaces ``attacker_config``. The critic starts fresh.
         Its record of the model it was trained against is not checked: adapting it is the point.
+    world
+        The processes of the run (default: those :func:`~.distributed.init_world` joined):
+        each rank draws its slices from its share of the volumes and its share of the global
+        ``batch_size``; rank 0 writes the checkpoint.
 
     Raises
     ------
@@ -282,6 +334,7 @@ class AttackTrainer(StoppableTrainer):
         overwrite: bool = False,
         provenance: Mapping[str, Any] | None = None,
         init_from: str | os.PathLike[str] | None = None,
+        world: World | None = None,
     ) -> None:
         if not volumes:
             raise InvalidInputError("No training volumes given.")
@@ -304,6 +357,9 @@ class AttackTrainer(StoppableTrainer):
             }
         self.attacker_config = attacker = attacker_config or AttackerConfig()
         self.config = cfg = config or AttackTrainingConfig()
+        self.world = world = world or current_world()
+        local_batch = world.local_batch(cfg.batch_size)
+        self.rank_volumes = [self.volumes[i] for i in world.subject_indices(len(self.volumes))]
         if critic_config is None and resume:
             critic_config = self._saved_critic(out_dir)
         self.critic_config = critic = critic_config or DEFAULT_CRITIC
@@ -329,18 +385,18 @@ class AttackTrainer(StoppableTrainer):
         self.provenance = dict(provenance or {})
         if resume:
             self._check_resume()
-        device = select_device(cfg.device)
+        device = world.device(cfg.device)
         target = seg_model.network.config if isinstance(seg_model.network, UNet) else None
         seg_parameters = sum(p.numel() for p in seg_model.network.parameters()) * FLOAT_BYTES
         check_run_memory(
-            slices_bytes(self.volumes, seg_model.spec.pixel_spacing, cfg.crop_size, 4),
+            slices_bytes(self.rank_volumes, seg_model.spec.pixel_spacing, cfg.crop_size, 4),
             attack_training_bytes(
-                attacker, critic, target, cfg.batch_size, cfg.crop_size, cfg.diversity_weight > 0
+                attacker, critic, target, local_batch, cfg.crop_size, cfg.diversity_weight > 0
             )
             + seg_parameters,
             device,
             f"Training an attacker ({attacker.base_channels} base channels) on "
-            f"{cfg.batch_size} crops of {cfg.crop_size} pixels",
+            f"{local_batch} crops of {cfg.crop_size} pixels",
         )
 
     @staticmethod
@@ -373,8 +429,8 @@ class AttackTrainer(StoppableTrainer):
         applies it: nothing more is saved, and ``TrainingFinished.reason`` says which step and
         which checkpoint was kept.
         """
-        cfg = self.config
-        device = select_device(cfg.device)
+        cfg, world = self.config, self.world
+        device = world.device(cfg.device)
         seg = self.seg_model.to(device)
         torch.manual_seed(cfg.seed)
         attacker = Attacker(self.attacker_config).to(device)
@@ -392,18 +448,18 @@ class AttackTrainer(StoppableTrainer):
             state["saved_step"] = state["step"]
         elif self.init_weights is not None:
             attacker.load_state_dict(self.init_weights, strict=True)
-        bank = SliceBank(self.volumes, seg, cfg.crop_size)
-        monitor = bank.fixed(16).to(device)
+        bank = SliceBank(self.rank_volumes, seg, cfg.crop_size)
+        monitor = bank.fixed(16).to(device)  # rank 0's share with several processes
         parameters = sum(p.numel() for p in attacker.parameters())
         yield TrainingStarted(cfg.steps, state["step"], str(device), parameters)
-        rng = np.random.default_rng([cfg.seed, state["step"]])
-        generator = torch.Generator().manual_seed(cfg.seed * 7919 + state["step"])
+        rng = world.numpy_rng(cfg.seed, state["step"])
+        generator = world.torch_generator(cfg.seed * 7919 + state["step"])
         started = time.perf_counter() - state["seconds"]
         seg_before = {k: v.detach().clone() for k, v in seg.network.state_dict().items()}
-        steps = AttackSteps(cfg)
+        steps = AttackSteps(cfg, world)
         stopped = False
         while state["step"] < cfg.steps:
-            if self.stop_requested:
+            if world.any(self.stop_requested):  # every rank stops after the same step
                 stopped = True
                 break
             tick = time.perf_counter()
@@ -437,6 +493,7 @@ class AttackTrainer(StoppableTrainer):
             state["seconds"] = time.perf_counter() - started
             path = self._save(attacker, critic, opt_g, opt_c, state, str(device))
             yield CheckpointSaved(state["step"], path, "last")
+        world.barrier()  # every rank returns once the checkpoint is written
         yield TrainingFinished(state["step"], stopped, self.out_dir, self.out_dir, {})
 
     def _save(
@@ -448,6 +505,9 @@ class AttackTrainer(StoppableTrainer):
         state: dict[str, Any],
         device: str,
     ) -> Path:
+        if not self.world.is_main:
+            state["saved_step"] = state["step"]
+            return self.out_dir
         tensors_g, meta_g = optimizer_tensors(opt_g, "optimizer_g")
         tensors_c, meta_c = optimizer_tensors(opt_c, "optimizer_c")
         extra = {f"critic/{k}": v for k, v in critic.state_dict().items()}
@@ -456,6 +516,7 @@ class AttackTrainer(StoppableTrainer):
         training = {
             **self.provenance,
             "settings": self.config.to_dict(),
+            **self.world.facts(self.config.batch_size),
             "step": state["step"],
             **environment_facts(device, state["seconds"]),
             "resume": {"optimizer_g": meta_g, "optimizer_c": meta_c},

@@ -14,6 +14,7 @@ import torch
 from ..errors import CheckpointError, InvalidInputError
 from ..validation import check_output_dir
 from .checkpoint import has_checkpoint
+from .distributed import SINGLE, World
 
 
 class StoppableTrainer:
@@ -86,11 +87,15 @@ def non_finite(values: Mapping[str, torch.Tensor | float]) -> list[str]:
     ]
 
 
-def check_step(losses: Mapping[str, torch.Tensor], what: str) -> None:
-    """Raise :class:`Diverged` if a loss term is NaN or infinite (call before ``backward``)."""
+def check_step(losses: Mapping[str, torch.Tensor], what: str, world: World = SINGLE) -> None:
+    """Raise :class:`Diverged` if a loss term is NaN or infinite (call before ``backward``).
+
+    With several processes every rank raises when any one's losses are not finite, so that
+    all leave the step together (a rank alone in ``backward`` would wait for ever).
+    """
     bad = non_finite(losses)
-    if bad:
-        raise Diverged(f"{what} {', '.join(bad)}")
+    if world.any(bool(bad)):
+        raise Diverged(f"{what} {', '.join(bad) or 'on another process'}")
 
 
 def check_gradients(parameters: Iterable[torch.nn.Parameter], what: str) -> None:

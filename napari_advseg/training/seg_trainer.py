@@ -41,7 +41,7 @@ from .base import (
     environment_facts,
 )
 from .checkpoint import optimizer_tensors, restore_optimizer
-from .device import select_device
+from .distributed import World, current_world
 from .events import (
     CheckpointSaved,
     StepCompleted,
@@ -173,14 +173,35 @@ def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return 1.0 - ((2 * intersection + 1.0) / (total + 1.0)).mean()
 
 
-def evaluate_dice(model: SegmentationModel, volumes: Sequence[Volume]) -> dict[str, float | None]:
-    """Mean over subjects of each organ's 3D Dice on the subjects' own grids."""
+def evaluate_dice(
+    model: SegmentationModel, volumes: Sequence[Volume], world: World | None = None
+) -> dict[str, float | None]:
+    """Mean over subjects of each organ's 3D Dice on the subjects' own grids.
+
+    With several processes each scores its shard of the subjects and every rank gets the mean
+    of all, the same figure as one process.
+    """
+    world = world or current_world()
     rows = []
-    for volume in volumes:
+    for volume in world.shard(volumes):
         probabilities = predict_probabilities(model, to_model_grid(volume, model.spec))
         prediction = class_map(probabilities).numpy()
         rows.append(dice_per_label(prediction, volume.require_labels(), model.spec.label_map))
-    return mean_dice(rows, model.spec.label_map.names)
+    return mean_dice(world.gather(rows, len(volumes)), model.spec.label_map.names)
+
+
+def training_batch(
+    source: PatchSource,
+    config: SegTrainingConfig,
+    count: int,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One rank's batch of ``count`` patches and labels, augmented as ``config`` says."""
+    images, labels = source.sample(count, config.patch_size, config.foreground_fraction, rng)
+    if config.augment:
+        images, labels = augment_batch(images, labels, generator, config.domain_augment)
+    return images, labels
 
 
 class SegTrainer(StoppableTrainer):
@@ -206,6 +227,10 @@ class SegTrainer(StoppableTrainer):
         ``resume`` or ``overwrite``, a folder holding a checkpoint is refused.
     provenance
         Extra facts to record in the checkpoint (e.g. the command line and the data).
+    world
+        The processes of the run (default: those :func:`~.distributed.init_world` joined).
+        Each rank trains on its share of the training volumes with its share of the global
+        ``batch_size``; gradients are averaged by ``DistributedDataParallel``; rank 0 writes.
 
     Raises
     ------
@@ -226,6 +251,7 @@ class SegTrainer(StoppableTrainer):
         resume: bool = False,
         overwrite: bool = False,
         provenance: Mapping[str, Any] | None = None,
+        world: World | None = None,
     ) -> None:
         if not train:
             raise InvalidInputError("No training volumes given.")
@@ -242,6 +268,8 @@ class SegTrainer(StoppableTrainer):
                 f"Inputs must be padded to a multiple of the U-Net stride {architecture.stride}."
             )
         self.config = config = config or SegTrainingConfig()
+        self.world = world = world or current_world()
+        self.local_batch = world.local_batch(config.batch_size)
         if config.patch_size % architecture.stride:
             raise InvalidInputError(
                 f"Patch size {config.patch_size} must be a multiple of the U-Net's stride "
@@ -252,16 +280,22 @@ class SegTrainer(StoppableTrainer):
         self.train_volumes = list(train)
         self.val_volumes = list(val)
         self.train_weights = train_weights
+        self.rank_indices = world.subject_indices(len(self.train_volumes))
         self.resume = resume
         self.overwrite = overwrite
         self.provenance = dict(provenance or {})
-        device = select_device(config.device)
+        device = world.device(config.device)
         check_run_memory(
-            slices_bytes(self.train_volumes, self.spec.pixel_spacing, config.patch_size, 4 + 8),
-            unet_training_bytes(architecture, config.batch_size, config.patch_size),
+            slices_bytes(
+                [self.train_volumes[i] for i in self.rank_indices],
+                self.spec.pixel_spacing,
+                config.patch_size,
+                4 + 8,
+            ),
+            unet_training_bytes(architecture, self.local_batch, config.patch_size),
             device,
             f"Training a U-Net ({architecture.base_channels} base channels, depth "
-            f"{architecture.depth}) on {config.batch_size} patches of {config.patch_size} pixels",
+            f"{architecture.depth}) on {self.local_batch} patches of {config.patch_size} pixels",
         )
 
     def run(self) -> Iterator[TrainingEvent]:
@@ -271,8 +305,8 @@ class SegTrainer(StoppableTrainer):
         applies it: nothing more is saved, and ``TrainingFinished.reason`` says which step and
         which checkpoint was kept.
         """
-        cfg = self.config
-        device = select_device(cfg.device)
+        cfg, world = self.config, self.world
+        device = world.device(cfg.device)
         torch.manual_seed(cfg.seed)
         network = UNet(self.architecture).to(device)
         optimizer = torch.optim.Adam(network.parameters(), lr=cfg.learning_rate)
@@ -290,39 +324,40 @@ class SegTrainer(StoppableTrainer):
         for volume in (*self.train_volumes, *self.val_volumes):
             volume.require_labels()
             self.spec.label_map.check_values(volume.labels, volume.name)
+        weights = self.train_weights
         source = PatchSource.from_volumes(
-            self.train_volumes, self.spec, cfg.patch_size, self.train_weights
+            [self.train_volumes[i] for i in self.rank_indices],
+            self.spec,
+            cfg.patch_size,
+            None if weights is None else [weights[i] for i in self.rank_indices],
         )
         model = SegmentationModel(network, self.spec, self.out_dir.name)
+        parallel = world.wrap(network)  # after restoring: DDP broadcasts rank 0's weights
         num_parameters = sum(p.numel() for p in network.parameters())
         yield TrainingStarted(total_steps, state["step"], str(device), num_parameters)
-        rng = np.random.default_rng([cfg.seed, state["step"]])
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
+        rng = world.numpy_rng(cfg.seed, state["step"])
+        generator = world.torch_generator(cfg.seed * 1_000_003 + state["step"])
         started = time.perf_counter() - state["seconds"]
         stopped = False
         reason = None
         while state["step"] < total_steps:
-            if self.stop_requested:
+            if world.any(self.stop_requested):  # every rank stops after the same step
                 stopped = True
                 break
             network.train()
             tick = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = self._learning_rate(state["step"], total_steps)
-            images, labels = source.sample(
-                cfg.batch_size, cfg.patch_size, cfg.foreground_fraction, rng
-            )
-            if cfg.augment:
-                images, labels = augment_batch(images, labels, generator, cfg.domain_augment)
+            images, labels = training_batch(source, cfg, self.local_batch, rng, generator)
             images, labels = images.to(device), labels.to(device)
-            logits = network(images)
+            logits = parallel(images)
             losses = {"cross_entropy": F.cross_entropy(logits, labels)}
             if cfg.dice_weight > 0:
                 losses["dice"] = cfg.dice_weight * soft_dice_loss(logits, labels)
             total = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             try:
-                check_step(losses, "loss")
+                check_step(losses, "loss", world)
                 total.backward()
                 check_gradients(network.parameters(), "U-Net")
             except Diverged as error:
@@ -360,6 +395,7 @@ class SegTrainer(StoppableTrainer):
             else:
                 last = self._save_last(network, optimizer, state)
                 yield CheckpointSaved(state["step"], last, "last")
+        world.barrier()  # every rank returns once the last checkpoint is written
         yield TrainingFinished(
             state["step"],
             stopped,
@@ -382,7 +418,7 @@ class SegTrainer(StoppableTrainer):
     ) -> Iterator[TrainingEvent]:
         """Validate, keep the best checkpoint, and save the latest state."""
         if self.val_volumes:
-            dice = evaluate_dice(model, self.val_volumes)
+            dice = evaluate_dice(model, self.val_volumes, self.world)
             score = overall_mean(dice) or 0.0
         else:
             dice, score = {}, float(state["step"])
@@ -391,7 +427,9 @@ class SegTrainer(StoppableTrainer):
             yield ValidationCompleted(state["step"], epoch, dice, score, is_best)
         if is_best:
             state["best"], state["best_dice"] = score, dice
-            save_unet(self.out_dir, model.network, self.spec, self._provenance(state, model.device))
+            if self.world.is_main:
+                provenance = self._provenance(state, model.device)
+                save_unet(self.out_dir, model.network, self.spec, provenance)
             yield CheckpointSaved(state["step"], self.out_dir, "best")
         last = self._save_last(model.network, optimizer, state)
         yield CheckpointSaved(state["step"], last, "last")
@@ -400,6 +438,7 @@ class SegTrainer(StoppableTrainer):
         return {
             **self.provenance,
             "settings": asdict(self.config),
+            **self.world.facts(self.config.batch_size),
             "step": state["step"],
             "best_validation_mean_dice": state["best"] if self.val_volumes else None,
             "validation_dice": state["best_dice"],
@@ -411,14 +450,16 @@ class SegTrainer(StoppableTrainer):
     def _save_last(
         self, network: UNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]
     ) -> Path:
-        tensors, meta = optimizer_tensors(optimizer)
-        provenance = self._provenance(state, next(network.parameters()).device)
-        provenance["resume"] = {
-            "optimizer": meta,
-            "best": state["best"],
-            "best_dice": state["best_dice"],
-        }
-        path = save_unet(self.out_dir / LAST_DIR, network, self.spec, provenance, tensors)
+        path = self.out_dir / LAST_DIR
+        if self.world.is_main:
+            tensors, meta = optimizer_tensors(optimizer)
+            provenance = self._provenance(state, next(network.parameters()).device)
+            provenance["resume"] = {
+                "optimizer": meta,
+                "best": state["best"],
+                "best_dice": state["best_dice"],
+            }
+            path = save_unet(path, network, self.spec, provenance, tensors)
         state["saved_step"] = state["step"]
         return path
 

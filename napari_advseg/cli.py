@@ -70,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except UsageError as error:
-        print(f"advseg: error: {error}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every rank parses the same line: one says so
+            print(f"advseg: error: {error}", file=sys.stderr)
         return 2
     args.command_line = "advseg " + " ".join(shlex.quote(arg) for arg in argv)
     if not hasattr(args, "handler"):
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-DISTRIBUTED_COMMANDS = ("train-seg", "train-attack", "eval-seg")
+DISTRIBUTED_COMMANDS = ("train-seg", "train-attack", "harden", "eval-seg")
 """The commands that run on several processes under torchrun."""
 
 
@@ -114,8 +115,9 @@ def join_world(args: argparse.Namespace) -> Any:
             f"'{args.command}' runs in one process; launch it without torchrun "
             f"({', '.join(DISTRIBUTED_COMMANDS)} run on several)."
         )
-    if getattr(args, "batch_size", None) is not None:
-        world.local_batch(args.batch_size)  # refused here, before any process waits for another
+    for option in ("batch_size", "attack_batch_size"):  # refused before any process waits
+        if getattr(args, option, None) is not None:
+            world.local_batch(getattr(args, option), "--" + option.replace("_", "-"))
     return init_world(getattr(args, "device", "auto"))
 
 

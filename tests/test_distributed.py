@@ -353,3 +353,28 @@ def test_stop_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
         "last",
         "weights.safetensors",
     ]
+
+
+def test_harden_on_two_processes_writes_one_run_that_one_process_resumes(
+    tmp_path, pairs, tiny_unet
+):
+    network, spec = tiny_unet
+    seg_dir = save_unet(tmp_path / "unet", network, spec, {"command": "test"})
+    out = tmp_path / "hardened"
+    settings = ["--batch-size", "4", "--patch-size", "32", "--attack-batch-size", "2"]
+    settings += ["--critic-steps", "1", "--latent-d", "2", "--latent-v", "2"]
+    command = ["harden", "--model", str(seg_dir), "--out", str(out), *_data(pairs), *settings]
+    result = torchrun([*command, "--steps", "2", "--device", "cpu"], tmp_path)
+    assert result.stdout.count("finished at step 2") == 1
+    training = json.loads((out / "last" / "config.json").read_text())["training"]
+    assert (training["world_size"], training["global_batch"], training["step"]) == (2, 4, 2)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "MODEL_CARD.md",
+        "attacker",
+        "config.json",
+        "last",
+        "weights.safetensors",
+    ]
+    assert main([*command, "--steps", "3", "--device", "cpu", "--resume"]) == 0
+    training = json.loads((out / "last" / "config.json").read_text())["training"]
+    assert (training["world_size"], training["step"]) == (1, 3)

@@ -136,6 +136,16 @@ class World:
             module, device_ids=device_ids, find_unused_parameters=find_unused_parameters
         )
 
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (batch norm's running statistics).
+
+        DDP broadcasts them before each forward pass in training; an evaluation in between
+        (validation, a frozen f_seg under attack) would otherwise see each rank's own.
+        """
+        if self.is_distributed:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, 0)
+
     def numpy_rng(self, seed: int, step: int) -> np.random.Generator:
         """The data stream of this rank from ``step``; rank 0 has that of a single run."""
         return np.random.default_rng([seed, step] if self.rank == 0 else [seed, step, self.rank])

@@ -60,7 +60,7 @@ from .base import (
     environment_facts,
 )
 from .checkpoint import optimizer_tensors, read_config, restore_optimizer, weights_sha256
-from .device import select_device
+from .distributed import World, current_world
 from .events import (
     AttackProgress,
     CheckpointSaved,
@@ -92,6 +92,7 @@ class _Game:
 
     network: nn.Module
     current: SegmentationModel
+    training: SegmentationModel  # the same network, through DDP with several processes
     attacker: Attacker
     critic: Critic
     opt_seg: torch.optim.Optimizer
@@ -124,6 +125,10 @@ class HardenTrainer(StoppableTrainer):
         Relative sampling weight of each training volume in f_seg's batches (default: equal).
     resume, overwrite, provenance
         As in the other trainers.
+    world
+        The processes of the run (default: those :func:`~.distributed.init_world` joined):
+        each rank trains on its share of the volumes and of both global batches (f_seg's and
+        the attacker's); DDP averages every player's gradients; rank 0 writes.
 
     Raises
     ------
@@ -146,6 +151,7 @@ class HardenTrainer(StoppableTrainer):
         resume: bool = False,
         overwrite: bool = False,
         provenance: Mapping[str, Any] | None = None,
+        world: World | None = None,
     ) -> None:
         if not train:
             raise InvalidInputError("No training volumes given.")
@@ -162,6 +168,10 @@ class HardenTrainer(StoppableTrainer):
         self.val_volumes = list(val)
         self.config = cfg = config or HardenConfig()
         self.attack_config = attack_config or AttackTrainingConfig()
+        self.world = world = world or current_world()
+        self.local_batch = world.local_batch(cfg.batch_size)
+        local_attack_batch = world.local_batch(self.attack_config.batch_size, "the attack's batch")
+        self.rank_indices = world.subject_indices(len(self.train_volumes))
         self.provenance = dict(provenance or {})
         self.init_weights: dict[str, torch.Tensor] | None = None
         if init_attacker is not None and not resume:
@@ -203,23 +213,29 @@ class HardenTrainer(StoppableTrainer):
         self.overwrite = overwrite
         if resume:
             self._check_resume()
-        device = select_device(cfg.device)
+        device = world.device(cfg.device)
         network = seg_model.network
         seg_parameters = sum(p.numel() for p in network.parameters())
         if isinstance(network, UNet):
-            seg_bytes = unet_training_bytes(network.config, cfg.batch_size, cfg.patch_size)
+            seg_bytes = unet_training_bytes(network.config, self.local_batch, cfg.patch_size)
         else:  # weights, gradients and Adam's two moments; activations are the network's own
             seg_bytes = seg_parameters * FLOAT_BYTES * 4
         acfg = self.attack_config
         target = network.config if isinstance(network, UNet) else None
+        shard = [self.train_volumes[i] for i in self.rank_indices]
         check_run_memory(
-            slices_bytes(self.train_volumes, seg_model.spec.pixel_spacing, cfg.patch_size, 12),
+            slices_bytes(shard, seg_model.spec.pixel_spacing, cfg.patch_size, 12),
             seg_bytes
             + attack_training_bytes(
-                attacker, critic, target, acfg.batch_size, acfg.crop_size, acfg.diversity_weight > 0
+                attacker,
+                critic,
+                target,
+                local_attack_batch,
+                acfg.crop_size,
+                acfg.diversity_weight > 0,
             ),
             device,
-            f"Hardening {seg_model.name} on {cfg.batch_size} patches of {cfg.patch_size} pixels",
+            f"Hardening {seg_model.name} on {self.local_batch} patches of {cfg.patch_size} pixels",
         )
 
     # -- resume ------------------------------------------------------------------------------
@@ -269,34 +285,39 @@ class HardenTrainer(StoppableTrainer):
 
     def run(self) -> Iterator[TrainingEvent]:
         """Harden, yielding events; the last one is always :class:`TrainingFinished`."""
-        cfg = self.config
-        device = select_device(cfg.device)
+        cfg, world = self.config, self.world
+        device = world.device(cfg.device)
         torch.manual_seed(cfg.seed)
         for volume in (*self.train_volumes, *self.val_volumes):
             volume.require_labels()
             self.base.spec.label_map.check_values(volume.labels, volume.name)
         game, state = self._setup(device)
         spec = self.base.spec
+        shard = [self.train_volumes[i] for i in self.rank_indices]
+        weights = self.train_weights
         source = PatchSource.from_volumes(
-            self.train_volumes, spec, cfg.patch_size, self.train_weights
+            shard,
+            spec,
+            cfg.patch_size,
+            None if weights is None else [weights[i] for i in self.rank_indices],
         )
-        bank = SliceBank(self.train_volumes, self.base.to(device), self.attack_config.crop_size)
+        bank = SliceBank(shard, self.base.to(device), self.attack_config.crop_size)
         self.base.to("cpu")
-        monitor = bank.fixed(16).to(device)
-        steps = AttackSteps(self.attack_config)
+        monitor = bank.fixed(16).to(device)  # rank 0's share with several processes
+        steps = AttackSteps(self.attack_config, world)
         num_parameters = sum(p.numel() for p in game.network.parameters())
         num_parameters += sum(p.numel() for p in game.attacker.parameters())
         yield TrainingStarted(cfg.total_steps, state["step"], str(device), num_parameters)
         if state["step"] == 0 and self.val_volumes:
-            dice = evaluate_dice(game.current, self.val_volumes)
+            dice = evaluate_dice(game.current, self.val_volumes, world)
             state["clean_dice_before"] = dice
             yield ValidationCompleted(0, 0, dice, overall_mean(dice) or 0.0, False)
-        rng = np.random.default_rng([cfg.seed, state["step"]])
-        generator = torch.Generator().manual_seed(cfg.seed * 7919 + state["step"])
+        rng = world.numpy_rng(cfg.seed, state["step"])
+        generator = world.torch_generator(cfg.seed * 7919 + state["step"])
         started = time.perf_counter() - state["seconds"]
         stopped = False
         while state["step"] < cfg.total_steps:
-            if self.stop_requested:
+            if world.any(self.stop_requested):  # every rank stops after the same step
                 stopped = True
                 break
             tick = time.perf_counter()
@@ -326,7 +347,9 @@ class HardenTrainer(StoppableTrainer):
         if state["saved_step"] != state["step"]:
             state["seconds"] = time.perf_counter() - started
             yield from self._checkpoint(game, state, device)
-        self._write_card(state, device)
+        if world.is_main:
+            self._write_card(state, device)
+        world.barrier()  # every rank returns once the last checkpoint is written
         yield TrainingFinished(
             state["step"],
             stopped,
@@ -365,9 +388,16 @@ class HardenTrainer(StoppableTrainer):
                 params, lr=acfg.learning_rate, alpha=acfg.rmsprop_alpha, eps=acfg.rmsprop_eps
             )
 
+        training_view = SegmentationModel(
+            self.world.wrap(network),
+            self.base.spec,
+            self.out_dir.name,
+            check_outputs=self.base.check_outputs,
+        )
         game = _Game(
             network,
             current,
+            training_view,
             attacker,
             critic,
             torch.optim.Adam(network.parameters(), lr=self.config.learning_rate),
@@ -417,12 +447,12 @@ class HardenTrainer(StoppableTrainer):
         device: torch.device,
     ) -> dict[str, float]:
         """One f_seg update on clean and attacked patches (labels moved by D)."""
-        cfg = self.config
-        images, labels = source.sample(cfg.batch_size, cfg.patch_size, cfg.foreground_fraction, rng)
+        cfg, batch = self.config, self.local_batch
+        images, labels = source.sample(batch, cfg.patch_size, cfg.foreground_fraction, rng)
         if cfg.augment:
             images, labels = augment_batch(images, labels, generator, cfg.domain_augment)
         images, labels = images.to(device), labels.to(device)
-        attacked = round(cfg.batch_size * cfg.attacked_fraction)
+        attacked = round(batch * cfg.attacked_fraction)
         if attacked:
             game.attacker.eval()
             with torch.no_grad():
@@ -433,22 +463,23 @@ class HardenTrainer(StoppableTrainer):
             images = torch.cat([output.image, images[attacked:]])
             labels = torch.cat([moved, labels[attacked:]])
         game.network.train()
-        logits = game.current.logits(images)
+        logits = game.training.logits(images)
         pixel_loss = F.cross_entropy(logits, labels, reduction="none").mean(dim=(1, 2))
         terms = {"seg_cross_entropy": pixel_loss.mean()}
         if cfg.dice_weight > 0:
             terms["seg_dice"] = cfg.dice_weight * soft_dice_loss(logits, labels)
         total = sum(terms.values())
-        check_step(terms, "loss")
+        check_step(terms, "loss", self.world)
         game.opt_seg.zero_grad(set_to_none=True)
         total.backward()
         check_gradients(game.network.parameters(), "f_seg")
         game.opt_seg.step()
         game.network.eval()
+        self.world.sync_buffers(game.network)  # attacked and scored as rank 0's f_seg
         values = {name: float(value.detach()) for name, value in terms.items()}
         if attacked:
             values["seg_attacked"] = float(pixel_loss[:attacked].mean().detach())
-        if attacked < cfg.batch_size:
+        if attacked < batch:
             values["seg_clean"] = float(pixel_loss[attacked:].mean().detach())
         return values
 
@@ -470,6 +501,7 @@ class HardenTrainer(StoppableTrainer):
                 "weights_sha256": self.base.config.get("weights_sha256"),
             },
             "harden": self.config.to_dict(),
+            **self.world.facts(self.config.batch_size),
             "attack": self.attack_config.to_dict(),
             "attacker": self.attacker_config.to_dict(),
             "critic": self.critic_config.to_dict(),
@@ -488,9 +520,12 @@ class HardenTrainer(StoppableTrainer):
         """Validate; write ``last/`` (one atomic folder), then the model and its attacker."""
         if self.val_volumes:
             game.network.eval()
-            dice = evaluate_dice(game.current, self.val_volumes)
+            dice = evaluate_dice(game.current, self.val_volumes, self.world)
             state["clean_dice"] = dice
             yield ValidationCompleted(state["step"], 0, dice, overall_mean(dice) or 0.0, False)
+        if not self.world.is_main:
+            state["saved_step"] = state["step"]
+            return
         record = self._training_record(state, device)
         extra: dict[str, torch.Tensor] = {}
         metas = {}

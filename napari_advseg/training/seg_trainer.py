@@ -417,6 +417,7 @@ class SegTrainer(StoppableTrainer):
         epoch: int,
     ) -> Iterator[TrainingEvent]:
         """Validate, keep the best checkpoint, and save the latest state."""
+        self.world.sync_buffers(model.network)  # validate and save rank 0's statistics
         if self.val_volumes:
             dice = evaluate_dice(model, self.val_volumes, self.world)
             score = overall_mean(dice) or 0.0

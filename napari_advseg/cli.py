@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-DISTRIBUTED_COMMANDS = ("train-seg", "train-attack", "harden", "eval-seg")
+DISTRIBUTED_COMMANDS = ("train-seg", "train-attack", "harden", "eval-seg", "sweep")
 """The commands that run on several processes under torchrun."""
 
 

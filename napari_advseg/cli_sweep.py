@@ -13,6 +13,10 @@
    p-against-damage curve on the test split that a robustness comparison
    (:mod:`~napari_advseg.evaluation.robustness`) reads. It adds evaluation only where the
    candidates were trained for the selection; with ``--headline-xi`` they are trained for it.
+
+Under torchrun every rank runs the same plan: each attacker is trained by all of them (DDP, the
+global ``--batch-size`` shared), each evaluation is shared out by subject and gathered
+(:func:`~napari_advseg.evaluation.attack_eval.evaluate_attack`), and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -323,6 +327,7 @@ def sweep_command(args: argparse.Namespace) -> None:
     from .evaluation.attacks import LearnedAttack
     from .evaluation.report import FIGURE_FILE, figure_slices, write_report
     from .evaluation.sweep import attack_row, baseline_rows, headline_row, write_outputs
+    from .training.distributed import current_world
 
     started = time.perf_counter()
     check_output_dir(args.out)
@@ -383,6 +388,9 @@ def sweep_command(args: argparse.Namespace) -> None:
     if headline_reports:
         rows += _random_row(args, seg, rows, test)
         _headline_extras(seg, headline_reports, test, extra)
+    if not current_world().is_main:  # the others evaluated their shares; rank 0 writes
+        return
+    if headline_reports:
         slices = figure_slices(seg, LearnedAttack(headline_reports[0]), test[0])
         args.out.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.out / FIGURE_FILE, **slices)

@@ -378,3 +378,26 @@ def test_harden_on_two_processes_writes_one_run_that_one_process_resumes(
     assert main([*command, "--steps", "3", "--device", "cpu", "--resume"]) == 0
     training = json.loads((out / "last" / "config.json").read_text())["training"]
     assert (training["world_size"], training["step"]) == (1, 3)
+
+
+def test_sweep_on_two_processes_equals_one_process(tmp_path, pairs, tiny_unet):
+    network, spec = tiny_unet
+    seg_dir = save_unet(tmp_path / "unet", network, spec, {"command": "test"})
+    attacker = tmp_path / "attacker"
+    settings = ["--steps", "1", "--batch-size", "2", "--crop-size", "32", "--critic-steps", "1"]
+    settings += ["--latent-d", "2", "--latent-v", "2", "--device", "cpu", "--xi", "2"]
+    train = ["train-attack", "--model", str(seg_dir), "--out", str(attacker), *settings]
+    assert main([*train, "--images", str(pairs[0][0])]) == 0
+    common = ["sweep", "--model", str(seg_dir), "--attackers", str(attacker), *_data(pairs)]
+    common += ["--headline-xi", "2", "--device", "cpu"]
+    torchrun([*common, "--out", "two", "--json", "two.json"], tmp_path)
+    single([*common, "--out", "one", "--json", "one.json"], tmp_path)
+
+    def rows(name: str) -> list[dict]:
+        loaded = json.loads((tmp_path / name).read_text())
+        return [{k: v for k, v in row.items() if k != "seconds_per_slice"} for row in loaded]
+
+    two = rows("two.json")
+    assert [row["mode"] for row in two] == [None, None, "dv", "random"]
+    assert two == rows("one.json")
+    assert (tmp_path / "two" / "report.html").is_file()

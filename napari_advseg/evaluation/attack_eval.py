@@ -44,6 +44,7 @@ from ..data.volume import Volume
 from ..inference import ModelGridSlices, to_model_grid
 from ..nets.warp import warp
 from ..segmentation import SegmentationModel
+from ..training.distributed import SINGLE, World, current_world
 from .attack_metrics import (
     folding_fraction,
     masked_abs_sum,
@@ -378,13 +379,49 @@ def evaluate_attack(
     method: AttackMethod,
     volumes: Sequence[Volume],
     batch_size: int = 16,
+    world: World | None = None,
 ) -> AttackReport:
     """Attack every slice of every volume and measure the damage; see the module docstring.
 
     ``volumes`` is read once, in order, one volume at a time, so a :class:`LazyVolumes` cohort
     is evaluated holding one volume and the per-subject results. A volume with labels is measured
     against them, one without against S0; :attr:`AttackReport.reference` says which.
+
+    With several processes (``world``, default: those the command joined) every rank must call
+    this alike: each evaluates its shard of the subjects and all get the whole report, the same
+    as one process's (``seconds`` is the sum of the ranks'). A method that is not
+    ``order_free`` (random draws run on from subject to subject) is evaluated by rank 0 alone,
+    so that its draws are those of one process.
     """
+    world = world or current_world()
+    if world.is_distributed and not getattr(method, "order_free", False):
+        alone = evaluate_attack(seg_model, method, volumes, batch_size, SINGLE)
+        return world.broadcast(alone if world.is_main else None)
+    report = _evaluate_shard(seg_model, method, world.shard(volumes), batch_size)
+    if world.is_distributed:
+        parts = world.gather([report], world.size)
+        report.subjects = world.gather(report.subjects, len(volumes))
+        report.seconds = sum(part.seconds for part in parts)
+        report.slices = sum(part.slices for part in parts)
+        references = {part.reference for part in parts if part.subjects}
+        report.reference = _reference_name(references)
+    return report
+
+
+def _reference_name(references: set[str]) -> str:
+    """What the subjects' Dice is measured against, given each subject's kind of reference."""
+    if len(references) == 1:
+        return next(iter(references))
+    return "ground truth where given, else S0" if references else "S0"
+
+
+def _evaluate_shard(
+    seg_model: SegmentationModel,
+    method: AttackMethod,
+    volumes: Sequence[Volume],
+    batch_size: int,
+) -> AttackReport:
+    """:func:`evaluate_attack` of one process's volumes."""
     spec = seg_model.spec
     organs = spec.label_map.names
     report = AttackReport(method.name, "S0", organs)
@@ -392,9 +429,7 @@ def evaluate_attack(
     for volume in volumes:
         has_truth = volume.labels is not None and bool(volume.labels.any())
         references.add("ground truth" if has_truth else "S0")
-        report.reference = (
-            next(iter(references)) if len(references) == 1 else "ground truth where given, else S0"
-        )
+        report.reference = _reference_name(references)
         grid = to_model_grid(volume, spec)
         whole = unpadded(grid)
         truth = torch.from_numpy(volume.labels.astype(np.int64)) if has_truth else None

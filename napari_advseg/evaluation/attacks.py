@@ -25,9 +25,15 @@ from ..training.attacker_io import LoadedAttacker
 
 
 class AttackMethod(Protocol):
-    """Anything that turns I0 into (D, V)."""
+    """Anything that turns I0 into (D, V).
+
+    ``order_free`` says that a batch's (D, V) depend on that batch alone, not on the batches
+    before it (no random stream runs on from one to the next): its subjects can then be
+    evaluated in any order, or shared among processes (:func:`.attack_eval.evaluate_attack`).
+    """
 
     name: str
+    order_free: bool
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (D, V) for a batch of normalised slices."""
@@ -80,6 +86,7 @@ class LearnedAttack:
         self.temperature = temperature
         self.generator = torch.Generator().manual_seed(seed)
         self.name = f"{loaded.mode} xi={loaded.xi:g}"
+        self.order_free = source == "mean"  # draws run on from batch to batch
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,6 +211,7 @@ class RandomAttack:
         self.stride = stride
         self.measure = measure
         self.generator = torch.Generator().manual_seed(seed)
+        self.order_free = False  # one random stream over all the batches
         size = f"{target_p:.1f} HU" if measure == "p_hu_body" else f"{target_p:.3f}"
         self.name = f"random {mode} {measure}={size}"
 
@@ -279,6 +287,7 @@ class OptimizedAttack:
         self.learning_rate = learning_rate
         self.stride = stride
         self.name = f"optimised {mode} xi={xi:g}"
+        self.order_free = True
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (D, V) after ``steps`` optimisation steps."""

@@ -107,6 +107,14 @@ class World:
             merged[rank :: self.size] = part
         return merged
 
+    def broadcast(self, value: T) -> T:
+        """Rank 0's ``value`` on every rank (pickled; for results, not tensors in a loop)."""
+        if not self.is_distributed:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def any(self, flag: bool) -> bool:
         """Whether ``flag`` is true on any rank (every rank gets the same answer)."""
         if not self.is_distributed:

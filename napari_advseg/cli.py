@@ -42,6 +42,8 @@ from .cli_sweep import add_report_command, add_sweep_command
 from .data.samples import MAX_SUBJECTS
 from .errors import AdvsegError, InvalidInputError
 from .training.distributed import close_world, environment_world, init_world
+from .training.precision import PRECISIONS
+from .training.seg_trainer import MAX_WORKERS
 from .validation import arg_float, arg_int, check_disk, check_output_dir, check_output_file
 
 
@@ -211,6 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
         help=DOMAIN_AUGMENT_HELP,
     )
     train.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    train.add_argument(
+        "--workers",
+        type=arg_int(0, MAX_WORKERS),
+        default=0,
+        help="DataLoader workers that sample and augment the batches (default 0: in the trainer; "
+        "with workers a seed repeats a run only with the same number)",
+    )
+    train.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: forward passes under bfloat16 autocast (for GPUs; weights stay float32)",
+    )
+    train.add_argument(
+        "--channels-last", action="store_true", help="channels-last memory layout (for GPUs)"
+    )
     train.add_argument("--seed", type=SEED, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/last")
     train.add_argument(
@@ -377,6 +395,9 @@ def _train_seg(args: argparse.Namespace) -> None:
         domain_augment=args.domain_augment,
         seed=args.seed,
         device=args.device,
+        workers=args.workers,
+        precision=args.precision,
+        channels_last=args.channels_last,
     )
     spec = make_spec(architecture, label_map, pixel_spacing=(args.spacing, args.spacing))
     trainer = SegTrainer(

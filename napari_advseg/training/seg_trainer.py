@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,11 @@ from .events import (
     ValidationCompleted,
 )
 from .memory import check_run_memory, slices_bytes, unet_training_bytes
+from .patch_loader import PatchBatches, batch_stream
+from .precision import autocast, check_precision, memory_format
 
 LAST_DIR = "last"
+MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,12 @@ class SegTrainingConfig:
     Cross-entropy is the paper's loss; ``dice_weight`` > 0 adds a soft Dice term over the organs.
     Adam with a cosine decay of the learning rate to zero over the run is our choice (the paper
     does not say how its U-Net was optimised); ``cosine=False`` keeps it constant.
+
+    ``batch_size`` is the global batch (shared among processes under torchrun). ``workers``
+    sample and augment batches in DataLoader workers (:mod:`.patch_loader`); ``precision``
+    ``"bf16"`` runs the forward pass under bfloat16 autocast (weights and optimizer stay
+    float32); ``channels_last`` stores the network and its inputs channels-last. The last
+    three change speed, not the method (bf16 rounds the activations).
     """
 
     epochs: int = 12
@@ -76,9 +86,16 @@ class SegTrainingConfig:
     domain_augment: bool = False
     seed: int = 0
     device: str = "auto"
+    workers: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         check_integer(self.epochs, "epochs", low=1, high=1_000_000)
+        check_integer(self.workers, "workers", low=0, high=MAX_WORKERS)
+        check_precision(self.precision)
+        if not isinstance(self.channels_last, bool):
+            raise InvalidInputError("channels_last must be True or False.")
         check_integer(self.steps_per_epoch, "steps per epoch", low=1, high=10_000_000)
         check_integer(self.batch_size, "batch size", low=1, high=4096)
         check_integer(self.patch_size, "patch size", low=1, high=2**20)
@@ -332,11 +349,22 @@ class SegTrainer(StoppableTrainer):
             None if weights is None else [weights[i] for i in self.rank_indices],
         )
         model = SegmentationModel(network, self.spec, self.out_dir.name)
+        network.to(memory_format=memory_format(cfg.channels_last))
         parallel = world.wrap(network)  # after restoring: DDP broadcasts rank 0's weights
         num_parameters = sum(p.numel() for p in network.parameters())
         yield TrainingStarted(total_steps, state["step"], str(device), num_parameters)
-        rng = world.numpy_rng(cfg.seed, state["step"])
-        generator = world.torch_generator(cfg.seed * 1_000_003 + state["step"])
+        batches = batch_stream(
+            PatchBatches(
+                partial(training_batch, source, cfg),
+                self.local_batch,
+                world,
+                cfg.seed,
+                cfg.seed * 1_000_003 + state["step"],
+                state["step"],
+            ),
+            cfg.workers,
+            device,
+        )
         started = time.perf_counter() - state["seconds"]
         stopped = False
         reason = None
@@ -348,9 +376,14 @@ class SegTrainer(StoppableTrainer):
             tick = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = self._learning_rate(state["step"], total_steps)
-            images, labels = training_batch(source, cfg, self.local_batch, rng, generator)
-            images, labels = images.to(device), labels.to(device)
-            logits = parallel(images)
+            images, labels = next(batches)
+            images = images.to(
+                device, non_blocking=True, memory_format=memory_format(cfg.channels_last)
+            )
+            labels = labels.to(device, non_blocking=True)
+            with autocast(device, cfg.precision):
+                logits = parallel(images)
+            logits = logits.float()
             losses = {"cross_entropy": F.cross_entropy(logits, labels)}
             if cfg.dice_weight > 0:
                 losses["dice"] = cfg.dice_weight * soft_dice_loss(logits, labels)

@@ -1,0 +1,85 @@
+"""The U-Net trainer's speed options (issue 13): DataLoader workers, bf16 autocast, channels-last.
+
+They change how a step runs, not what it computes: a run with workers is repeatable for its
+number of workers, bf16 runs the forward pass in bfloat16, channels-last stores the network and
+its inputs that way, and every checkpoint loads as any other.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+import torch
+
+from napari_advseg.errors import InvalidInputError
+from napari_advseg.nets.unet import UNet, UNetConfig
+from napari_advseg.segmentation import load_unet
+from napari_advseg.training import seg_trainer
+from napari_advseg.training.events import StepCompleted, TrainingFinished
+from napari_advseg.training.seg_trainer import SegTrainer, SegTrainingConfig
+
+from .conftest import blob_volume
+
+TINY = UNetConfig(base_channels=4, depth=3)
+
+
+def quick(**overrides) -> SegTrainingConfig:
+    settings = dict(epochs=1, steps_per_epoch=3, batch_size=4, patch_size=24, device="cpu")
+    settings.update(overrides)
+    return SegTrainingConfig(**settings)
+
+
+def _train(folder, **overrides) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """The losses of a short run and its final weights."""
+    volumes = [blob_volume(seed=i) for i in range(2)]
+    trainer = SegTrainer(folder, volumes, [], TINY, config=quick(**overrides))
+    events = list(trainer.run())
+    assert isinstance(events[-1], TrainingFinished) and events[-1].reason is None
+    losses = [e.losses["cross_entropy"] for e in events if isinstance(e, StepCompleted)]
+    return losses, load_unet(events[-1].last_path)[0].network.state_dict()
+
+
+def test_workers_make_the_batches_and_repeat_a_run(tmp_path):
+    losses, weights = _train(tmp_path / "a", workers=2)
+    again, weights_again = _train(tmp_path / "b", workers=2)
+    alone, _ = _train(tmp_path / "c")
+    assert len(losses) == 3
+    assert losses == again
+    assert all(torch.equal(weights[k], weights_again[k]) for k in weights)
+    assert losses != alone  # the workers draw their own streams
+
+
+class _Spy(UNet):
+    """A U-Net that records its output's dtype, its weights' layout and their dtype."""
+
+    seen: ClassVar[list[tuple[torch.dtype, bool, torch.dtype]]] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        output = super().forward(images)
+        if self.training:
+            # a weight with several input channels (one channel is both layouts at once)
+            weight = next(p for p in self.parameters() if p.dim() == 4 and p.shape[1] > 1)
+            layout = weight.is_contiguous(memory_format=torch.channels_last)
+            _Spy.seen.append((output.dtype, layout, next(self.parameters()).dtype))
+        return output
+
+
+@pytest.mark.parametrize("precision, channels_last", [("bf16", False), ("fp32", True)])
+def test_bf16_and_channels_last_change_how_the_forward_pass_runs(
+    tmp_path, monkeypatch, precision, channels_last
+):
+    _Spy.seen = []
+    monkeypatch.setattr(seg_trainer, "UNet", _Spy)
+    losses, weights = _train(tmp_path / "run", precision=precision, channels_last=channels_last)
+    expected = torch.bfloat16 if precision == "bf16" else torch.float32
+    assert _Spy.seen == [(expected, channels_last, torch.float32)] * 3
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert all(bool(torch.isfinite(v.float()).all()) for v in weights.values())
+
+
+def test_speed_options_are_checked():
+    with pytest.raises(InvalidInputError, match="precision 'fp16'"):
+        quick(precision="fp16")
+    with pytest.raises(InvalidInputError, match="workers"):
+        quick(workers=-1)

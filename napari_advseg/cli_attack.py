@@ -27,6 +27,7 @@ from ._cli_common import (
 )
 from ._resources import default_attacker_name
 from .errors import InvalidInputError
+from .training.precision import PRECISIONS
 from .validation import (
     arg_float,
     arg_int,
@@ -201,6 +202,15 @@ def add_attack_settings(
         "--latent-v", type=arg_int(1, MAX_LATENT), default=8, help="dimensions of z_V"
     )
     group.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: forward passes under bfloat16 autocast (for GPUs; weights stay float32)",
+    )
+    group.add_argument(
+        "--channels-last", action="store_true", help="channels-last memory layout (for GPUs)"
+    )
     group.add_argument("--seed", type=SEED, default=0)
 
 
@@ -230,6 +240,8 @@ def training_settings(args: argparse.Namespace, xi: float, **schedule: Any) -> A
         **steps,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
+        channels_last=args.channels_last,
     )
 
 

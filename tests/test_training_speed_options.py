@@ -83,3 +83,41 @@ def test_speed_options_are_checked():
         quick(precision="fp16")
     with pytest.raises(InvalidInputError, match="workers"):
         quick(workers=-1)
+
+
+def test_the_attacker_trains_under_bf16_and_channels_last_and_resumes_without(
+    seg_model, cohort, tmp_path, monkeypatch
+):
+    from napari_advseg.nets.attacker import Attacker
+    from napari_advseg.training import attack_trainer
+    from napari_advseg.training.attack_trainer import AttackTrainer
+    from napari_advseg.training.attacker_io import load_attacker
+
+    from .test_attack_training import SMALL, quick
+
+    seen = []
+
+    class SpiedAttacker(Attacker):
+        def decode(self, *args, **kwargs):
+            output = super().decode(*args, **kwargs)
+            weight = next(p for p in self.parameters() if p.dim() == 4 and p.shape[1] > 1)
+            seen.append(
+                (output.intensity.dtype, weight.is_contiguous(memory_format=torch.channels_last))
+            )
+            return output
+
+    monkeypatch.setattr(attack_trainer, "Attacker", SpiedAttacker)
+    out = tmp_path / "att"
+    fast = quick(steps=1, precision="bf16", channels_last=True, gradient_penalty=10.0)
+    events = list(AttackTrainer(out, seg_model, [cohort.subject(0)], SMALL, config=fast).run())
+    assert events[-1].reason is None
+    assert (torch.bfloat16, True) in seen  # the critic's fakes and the generator's pass
+    assert all(layout for _, layout in seen)
+    seen.clear()
+    plain = quick(steps=2, gradient_penalty=10.0)  # precision and layout may change on resume
+    events = list(
+        AttackTrainer(out, seg_model, [cohort.subject(0)], SMALL, config=plain, resume=True).run()
+    )
+    assert events[-1].step == 2 and events[-1].reason is None
+    assert seen and all(dtype == torch.float32 and not layout for dtype, layout in seen)
+    assert load_attacker(out).attacker.config == SMALL

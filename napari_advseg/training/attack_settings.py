@@ -13,6 +13,7 @@ from ..nets.critic import CriticConfig
 from ..segmentation import SegmentationModel
 from ..validation import check_integer, check_number
 from . import losses
+from .precision import check_precision
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,13 @@ class AttackTrainingConfig:
     checkpoint_every: int = 100
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
+        if not isinstance(self.channels_last, bool):
+            raise InvalidInputError("channels_last must be True or False.")
         if self.reference not in losses.REFERENCES:
             raise InvalidInputError(f"reference must be one of {losses.REFERENCES}.")
         if self.eq5 not in losses.EQ5_FORMS:
@@ -141,7 +147,14 @@ Attackers trained before ``eq5`` existed used the soft cross-entropy; they load,
 are described as ``"soft"``, while new runs default to ``"hard"``.
 """
 
-RESUME_FREE = ("steps", "monitor_every", "checkpoint_every", "device")
+RESUME_FREE = (
+    "steps",
+    "monitor_every",
+    "checkpoint_every",
+    "device",
+    "precision",
+    "channels_last",
+)
 """Settings a resumed run may change; all others must be those the checkpoint was trained with."""
 
 

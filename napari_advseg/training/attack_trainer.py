@@ -59,6 +59,7 @@ from .events import (
     TrainingStarted,
 )
 from .memory import FLOAT_BYTES, attack_training_bytes, check_run_memory, slices_bytes
+from .precision import autocast, memory_format
 from .slice_bank import SliceBank
 
 DEFAULT_CRITIC = CriticConfig(norm="layer")
@@ -177,11 +178,12 @@ class AttackSteps:
         estimate = 0.0
         for _ in range(cfg.critic_steps):
             real = bank.sample(self.batch, rng).to(device)
-            with torch.no_grad():
-                fake = attacker(real, generator)[0].image
-            loss = losses.critic_loss(*_score(parallel, real, fake))
+            with autocast(device, cfg.precision):
+                with torch.no_grad():
+                    fake = attacker(real, generator)[0].image.float()
+                loss = losses.critic_loss(*_score(parallel, real, fake)).float()
             estimate = -float(loss.detach())
-            if cfg.gradient_penalty > 0:
+            if cfg.gradient_penalty > 0:  # in float32: a second derivative
                 penalty = losses.gradient_penalty(critic, real, fake, generator)
                 loss = loss + cfg.gradient_penalty * penalty
             check_step({"critic": loss}, "loss", self.world)
@@ -207,8 +209,31 @@ class AttackSteps:
         device: torch.device,
     ) -> dict[str, float]:
         """One generator update on eq. 6 (+ KL, + diversity); return the loss terms."""
-        cfg = self.config
         real = bank.sample(self.batch, rng).to(device)
+        with autocast(device, self.config.precision):
+            terms, xent = self._generator_terms(attacker, critic, seg, real, generator)
+        terms = {name: value.float() for name, value in terms.items()}
+        total = sum(terms.values())
+        check_step(terms, "loss", self.world)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        check_gradients(attacker.parameters(), "generator")
+        optimizer.step()
+        values = {name: float(value.detach()) for name, value in terms.items()}
+        values["total"] = float(total.detach())
+        values["masked_xent"] = float(xent.detach().float().mean())
+        return values
+
+    def _generator_terms(
+        self,
+        attacker: Attacker,
+        critic: Critic,
+        seg: SegmentationModel,
+        real: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The terms of the generator's loss on ``real``, and the masked cross-entropy."""
+        cfg = self.config
         with torch.no_grad():
             s0 = torch.softmax(seg.logits(real), dim=1)
         encoding, (z_d, z_v), output, other = self._parallel(attacker)(
@@ -238,16 +263,7 @@ class AttackSteps:
             terms["diversity"] = -cfg.diversity_weight * self.diversity((z_d, z_v), output, *other)
         for parameter in critic.parameters():
             parameter.requires_grad_(True)
-        total = sum(terms.values())
-        check_step(terms, "loss", self.world)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        check_gradients(attacker.parameters(), "generator")
-        optimizer.step()
-        values = {name: float(value.detach()) for name, value in terms.items()}
-        values["total"] = float(total.detach())
-        values["masked_xent"] = float(xent.detach().mean())
-        return values
+        return terms, xent
 
     def diversity(
         self,
@@ -433,8 +449,9 @@ class AttackTrainer(StoppableTrainer):
         device = world.device(cfg.device)
         seg = self.seg_model.to(device)
         torch.manual_seed(cfg.seed)
-        attacker = Attacker(self.attacker_config).to(device)
-        critic = Critic(self.critic_config).to(device)
+        layout = memory_format(cfg.channels_last)
+        attacker = Attacker(self.attacker_config).to(device, memory_format=layout)
+        critic = Critic(self.critic_config).to(device, memory_format=layout)
 
         def rmsprop(params: Any) -> torch.optim.Optimizer:
             return torch.optim.RMSprop(

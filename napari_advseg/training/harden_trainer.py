@@ -46,6 +46,7 @@ from ..nets.unet import UNet
 from ..segmentation import SegmentationModel
 from ..validation import check_integer, check_number
 from . import losses
+from .attack_settings import RESUME_FREE as ATTACK_RESUME_FREE
 from .attack_settings import AttackTrainingConfig
 from .attack_trainer import DEFAULT_CRITIC, AttackSteps
 from .attacker_io import save_attacker
@@ -79,6 +80,7 @@ from .memory import (
     slices_bytes,
     unet_training_bytes,
 )
+from .precision import autocast, memory_format
 from .seg_trainer import PatchSource, evaluate_dice, soft_dice_loss
 from .slice_bank import SliceBank
 
@@ -115,7 +117,8 @@ class HardenTrainer(StoppableTrainer):
         before hardening and at each checkpoint.
     config, attack_config
         The hardening schedule, and the attacker's settings (xi, lambdas, learning rate,
-        critic steps, crops...; its ``steps`` is ignored).
+        critic steps, crops...; its ``steps`` is ignored). Its ``precision`` and
+        ``channels_last`` apply to f_seg's steps too.
     attacker_config, critic_config
         Architectures of a fresh attacker and of the critic.
     init_attacker
@@ -262,8 +265,7 @@ class HardenTrainer(StoppableTrainer):
         differences += [
             f"attack {name} {value!r} -> {getattr(self.attack_config, name)!r}"
             for name, value in saved_attack.to_dict().items()
-            if name not in ("steps", "device", "monitor_every", "checkpoint_every")
-            and value != getattr(self.attack_config, name)
+            if name not in ATTACK_RESUME_FREE and value != getattr(self.attack_config, name)
         ]
         if self.init_weights is None and saved_attacker != self.attacker_config:
             self.attacker_config = saved_attacker  # resume needs no --init-attacker
@@ -379,8 +381,11 @@ class HardenTrainer(StoppableTrainer):
             {"weights_sha256": None},
             check_outputs=self.base.check_outputs,
         )
-        attacker = Attacker(self.attacker_config).to(device)
-        critic = Critic(self.critic_config).to(device)
+        layout = memory_format(self.attack_config.channels_last)
+        if self.attack_config.channels_last:  # asked for: a user's network may not take it
+            network.to(memory_format=layout)
+        attacker = Attacker(self.attacker_config).to(device, memory_format=layout)
+        critic = Critic(self.critic_config).to(device, memory_format=layout)
         acfg = self.attack_config
 
         def rmsprop(params: Any) -> torch.optim.Optimizer:
@@ -463,7 +468,8 @@ class HardenTrainer(StoppableTrainer):
             images = torch.cat([output.image, images[attacked:]])
             labels = torch.cat([moved, labels[attacked:]])
         game.network.train()
-        logits = game.training.logits(images)
+        with autocast(device, self.attack_config.precision):
+            logits = game.training.logits(images).float()
         pixel_loss = F.cross_entropy(logits, labels, reduction="none").mean(dim=(1, 2))
         terms = {"seg_cross_entropy": pixel_loss.mean()}
         if cfg.dice_weight > 0:

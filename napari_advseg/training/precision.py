@@ -21,11 +21,11 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def autocast(device: torch.device, precision: str) -> Any:
+def autocast(device: torch.device | str, precision: str) -> Any:
     """The forward passes' context: bfloat16 autocast on ``device`` for ``"bf16"``."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:

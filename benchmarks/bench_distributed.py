@@ -5,7 +5,9 @@ on a GPU machine uses NCCL, one GPU per process). For the U-Net trainer and the 
 trainer (Table 1's settings: gradient penalty, per-organ xi, diversity) it prints steps per
 second and slices per second at the same *global* batch with 1 and with N processes, and the
 ratio. Each process is started by ``torch.multiprocessing`` as torchrun would, with its own
-rank and share of the subjects; the trainers are the command line's. Nothing is asserted.
+rank and share of the subjects; the trainers are the command line's. ``--precisions`` also
+times one process with bf16 autocast and with bf16 and channels-last (meant for a GPU; on a CPU
+without bfloat16 units bf16 is slower). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -48,7 +50,13 @@ def _worker(rank: int, size: int, kind: str, options: dict, folder: str) -> None
     if kind == "unet":
         batch = options["seg_batch"]
         config = SegTrainingConfig(
-            epochs=1, steps_per_epoch=steps, batch_size=batch, patch_size=96, device=device
+            epochs=1,
+            steps_per_epoch=steps,
+            batch_size=batch,
+            patch_size=96,
+            device=device,
+            precision=options["precision"],
+            channels_last=options["channels_last"],
         )
         trainer = SegTrainer(root / "unet", volumes, [], config=config, world=world)
     else:
@@ -66,6 +74,8 @@ def _worker(rank: int, size: int, kind: str, options: dict, folder: str) -> None
             checkpoint_every=10**6,
             monitor_every=10**6,
             device=device,
+            precision=options["precision"],
+            channels_last=options["channels_last"],
         )
         trainer = AttackTrainer(root / "attacker", seg, volumes, config=config, world=world)
     stamps = []
@@ -80,8 +90,9 @@ def _worker(rank: int, size: int, kind: str, options: dict, folder: str) -> None
         dist.destroy_process_group()
 
 
-def measure(kind: str, size: int, options: dict) -> dict:
+def measure(kind: str, size: int, options: dict, **changes: object) -> dict:
     """Seconds per step of ``kind`` ("unet" or "attacker") on ``size`` processes."""
+    options = {"precision": "fp32", "channels_last": False, **options, **changes}
     with tempfile.TemporaryDirectory() as folder:
         mp.spawn(_worker, args=(size, kind, options, folder), nprocs=size)
         return json.loads((Path(folder) / "result.json").read_text())
@@ -97,6 +108,9 @@ def main() -> None:
     parser.add_argument("--attack-batch", type=int, default=8, help="global attack batch")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", choices=("unet", "attacker"), default=None)
+    parser.add_argument(
+        "--precisions", action="store_true", help="also one process with bf16 (+ channels-last)"
+    )
     options = vars(parser.parse_args())
     kinds = [options["only"]] if options["only"] else ["unet", "attacker"]
     print(f"torch {torch.__version__}, device {options['device']}, {options['threads']} thread(s)")
@@ -111,6 +125,17 @@ def main() -> None:
             )
         ratio = one["seconds_per_step"] / many["seconds_per_step"]
         print(f"{kind:8s} scaling {options['processes']} / 1 process: {ratio:.2f}x")
+        if options["precisions"]:
+            for label, changes in (
+                ("bf16", {"precision": "bf16"}),
+                ("bf16 + channels-last", {"precision": "bf16", "channels_last": True}),
+            ):
+                other = measure(kind, 1, options, **changes)
+                speedup = one["seconds_per_step"] / other["seconds_per_step"]
+                print(
+                    f"{kind:8s} 1 process, {label}: {1.0 / other['seconds_per_step']:.2f} "
+                    f"steps/s, {speedup:.2f}x fp32"
+                )
 
 
 if __name__ == "__main__":

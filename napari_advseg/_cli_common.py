@@ -364,6 +364,21 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_speed_arguments(parser: Any) -> None:
+    """``--precision`` and ``--channels-last``, the trainers' options for GPUs."""
+    from .training.precision import PRECISIONS
+
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: forward passes under bfloat16 autocast (for GPUs; weights stay float32)",
+    )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="channels-last memory layout (for GPUs)"
+    )
+
+
 def add_force_argument(parser: argparse.ArgumentParser) -> None:
     """``--force-attacker``: use an attacker trained against a model fed differently."""
     parser.add_argument(

@@ -24,6 +24,7 @@ from ._cli_common import (
     SEED,
     add_data_arguments,
     add_model_argument,
+    add_speed_arguments,
     check_data_choice,
     check_data_files,
     check_training_out,
@@ -42,7 +43,6 @@ from .cli_sweep import add_report_command, add_sweep_command
 from .data.samples import MAX_SUBJECTS
 from .errors import AdvsegError, InvalidInputError
 from .training.distributed import close_world, environment_world, init_world
-from .training.precision import PRECISIONS
 from .training.seg_trainer import MAX_WORKERS
 from .validation import arg_float, arg_int, check_disk, check_output_dir, check_output_file
 
@@ -220,15 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="DataLoader workers that sample and augment the batches (default 0: in the trainer; "
         "with workers a seed repeats a run only with the same number)",
     )
-    train.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="bf16: forward passes under bfloat16 autocast (for GPUs; weights stay float32)",
-    )
-    train.add_argument(
-        "--channels-last", action="store_true", help="channels-last memory layout (for GPUs)"
-    )
+    add_speed_arguments(train)
     train.add_argument("--seed", type=SEED, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/last")
     train.add_argument(

@@ -18,6 +18,7 @@ from ._cli_common import (
     add_data_arguments,
     add_force_argument,
     add_model_argument,
+    add_speed_arguments,
     check_attacker_target,
     check_data_files,
     check_training_out,
@@ -27,7 +28,6 @@ from ._cli_common import (
 )
 from ._resources import default_attacker_name
 from .errors import InvalidInputError
-from .training.precision import PRECISIONS
 from .validation import (
     arg_float,
     arg_int,
@@ -202,15 +202,7 @@ def add_attack_settings(
         "--latent-v", type=arg_int(1, MAX_LATENT), default=8, help="dimensions of z_V"
     )
     group.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
-    group.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="fp32",
-        help="bf16: forward passes under bfloat16 autocast (for GPUs; weights stay float32)",
-    )
-    group.add_argument(
-        "--channels-last", action="store_true", help="channels-last memory layout (for GPUs)"
-    )
+    add_speed_arguments(group)
     group.add_argument("--seed", type=SEED, default=0)
 
 

@@ -43,7 +43,7 @@ from .cli_sweep import add_report_command, add_sweep_command
 from .data.samples import MAX_SUBJECTS
 from .errors import AdvsegError, InvalidInputError
 from .training.distributed import close_world, environment_world, init_world
-from .training.seg_trainer import MAX_WORKERS
+from .training.patch_loader import MAX_WORKERS
 from .validation import arg_float, arg_int, check_disk, check_output_dir, check_output_file
 
 

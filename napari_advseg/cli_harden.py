@@ -23,6 +23,7 @@ from ._cli_common import (
 )
 from .cli_attack import add_attack_settings, training_settings
 from .errors import InvalidInputError
+from .training.patch_loader import MAX_WORKERS
 from .validation import arg_float, arg_int
 
 REAL_CASE = "abdomen_ct_ts"
@@ -115,6 +116,12 @@ def add_harden_command(commands: Any) -> None:
         help="start the attacker from this checkpoint (the one that broke the model); "
         "default: random weights",
     )
+    harden.add_argument(
+        "--workers",
+        type=arg_int(0, MAX_WORKERS),
+        default=0,
+        help="DataLoader workers that sample and augment the model's patches (default 0)",
+    )
     add_attack_settings(harden, with_schedule=False)
     add_data_arguments(harden, default_sample=None)
     harden.add_argument("--resume", action="store_true", help="continue from OUT/last")
@@ -173,6 +180,7 @@ def harden_command(args: argparse.Namespace) -> None:
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         device=args.device,
+        workers=args.workers,
     )
     attack = training_settings(
         args,

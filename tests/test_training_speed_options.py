@@ -121,3 +121,31 @@ def test_the_attacker_trains_under_bf16_and_channels_last_and_resumes_without(
     assert events[-1].step == 2 and events[-1].reason is None
     assert seen and all(dtype == torch.float32 and not layout for dtype, layout in seen)
     assert load_attacker(out).attacker.config == SMALL
+
+
+def test_hardening_takes_its_patches_from_workers_and_repeats(seg_model, cohort, tmp_path):
+    from dataclasses import replace
+
+    from napari_advseg.training.harden_trainer import HardenTrainer
+
+    from .test_harden import ATTACKER, settings
+
+    def losses(folder, workers):
+        config, attack = settings(steps=2)
+        trainer = HardenTrainer(
+            folder,
+            seg_model,
+            [cohort.subject(0), cohort.subject(1)],
+            (),
+            replace(config, workers=workers),
+            attack,
+            ATTACKER,
+        )
+        events = list(trainer.run())
+        assert events[-1].reason is None
+        return [e.losses["seg_cross_entropy"] for e in events if isinstance(e, StepCompleted)]
+
+    with_workers = losses(tmp_path / "a", 2)
+    assert len(with_workers) == 2
+    assert with_workers == losses(tmp_path / "b", 2)
+    assert with_workers != losses(tmp_path / "c", 0)

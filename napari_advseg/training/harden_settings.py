@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import InvalidInputError
 from ..validation import check_integer, check_number
 from .augment import check_augmentation
+from .patch_loader import MAX_WORKERS
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class HardenConfig:
     monitor_every, checkpoint_every
         Steps between the attack's progress on a fixed batch, and between checkpoints (and
         validations).
+    workers
+        DataLoader workers that sample and augment f_seg's patches (:mod:`.patch_loader`;
+        0: in the trainer, from the stream the attacker's steps draw from too).
     """
 
     steps: int = 2000
@@ -54,9 +58,11 @@ class HardenConfig:
     checkpoint_every: int = 200
     seed: int = 0
     device: str = "auto"
+    workers: int = 0
 
     def __post_init__(self) -> None:
         check_integer(self.steps, "steps", low=0, high=100_000_000)
+        check_integer(self.workers, "workers", low=0, high=MAX_WORKERS)
         check_integer(self.batch_size, "batch size", low=1, high=4096)
         check_integer(self.patch_size, "patch size", low=1, high=2**20)
         check_number(self.attacked_fraction, "attacked fraction", low=0.0, high=1.0)
@@ -109,5 +115,5 @@ class HardenConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-RESUME_FREE = ("steps", "monitor_every", "checkpoint_every", "device")
+RESUME_FREE = ("steps", "monitor_every", "checkpoint_every", "device", "workers")
 """Settings a resumed run may change."""

@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,6 @@ from .attack_settings import RESUME_FREE as ATTACK_RESUME_FREE
 from .attack_settings import AttackTrainingConfig
 from .attack_trainer import DEFAULT_CRITIC, AttackSteps
 from .attacker_io import save_attacker
-from .augment import augment_batch
 from .base import (
     Diverged,
     StoppableTrainer,
@@ -80,8 +80,9 @@ from .memory import (
     slices_bytes,
     unet_training_bytes,
 )
+from .patch_loader import PatchBatches, batch_stream
 from .precision import autocast, memory_format
-from .seg_trainer import PatchSource, evaluate_dice, soft_dice_loss
+from .seg_trainer import PatchSource, evaluate_dice, soft_dice_loss, training_batch
 from .slice_bank import SliceBank
 
 LAST_DIR = "last"
@@ -316,6 +317,17 @@ class HardenTrainer(StoppableTrainer):
             yield ValidationCompleted(0, 0, dice, overall_mean(dice) or 0.0, False)
         rng = world.numpy_rng(cfg.seed, state["step"])
         generator = world.torch_generator(cfg.seed * 7919 + state["step"])
+        patches = None  # without workers, f_seg's patches come from ``rng`` and ``generator``
+        if cfg.workers:
+            stream = PatchBatches(
+                partial(training_batch, source, cfg),
+                self.local_batch,
+                world,
+                cfg.seed,
+                cfg.seed * 7919 + state["step"],
+                state["step"],
+            )
+            patches = batch_stream(stream, cfg.workers, device)
         started = time.perf_counter() - state["seconds"]
         stopped = False
         while state["step"] < cfg.total_steps:
@@ -332,7 +344,12 @@ class HardenTrainer(StoppableTrainer):
                 ):
                     values.update(self._attacker_step(game, steps, bank, rng, generator, device))
                 if seg_step:
-                    values.update(self._seg_step(game, source, rng, generator, device))
+                    batch = (
+                        next(patches)
+                        if patches is not None
+                        else training_batch(source, cfg, self.local_batch, rng, generator)
+                    )
+                    values.update(self._seg_step(game, batch, generator, device))
             except Diverged as error:
                 reason = divergence_reason(index + 1, str(error), state["saved_step"])
                 path = self.out_dir if state["saved_step"] is not None else None
@@ -446,17 +463,13 @@ class HardenTrainer(StoppableTrainer):
     def _seg_step(
         self,
         game: _Game,
-        source: PatchSource,
-        rng: np.random.Generator,
+        patches: tuple[torch.Tensor, torch.Tensor],
         generator: torch.Generator,
         device: torch.device,
     ) -> dict[str, float]:
-        """One f_seg update on clean and attacked patches (labels moved by D)."""
+        """One f_seg update on clean and attacked ``patches`` (labels moved by D)."""
         cfg, batch = self.config, self.local_batch
-        images, labels = source.sample(batch, cfg.patch_size, cfg.foreground_fraction, rng)
-        if cfg.augment:
-            images, labels = augment_batch(images, labels, generator, cfg.domain_augment)
-        images, labels = images.to(device), labels.to(device)
+        images, labels = (tensor.to(device, non_blocking=True) for tensor in patches)
         attacked = round(batch * cfg.attacked_fraction)
         if attacked:
             game.attacker.eval()

@@ -21,6 +21,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from .distributed import World
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+MAX_WORKERS = 64
+"""The most DataLoader workers a trainer takes."""
 
 
 class PatchBatches(IterableDataset):

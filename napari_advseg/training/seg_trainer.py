@@ -52,11 +52,10 @@ from .events import (
     ValidationCompleted,
 )
 from .memory import check_run_memory, slices_bytes, unet_training_bytes
-from .patch_loader import PatchBatches, batch_stream
+from .patch_loader import MAX_WORKERS, PatchBatches, batch_stream
 from .precision import autocast, check_precision, memory_format
 
 LAST_DIR = "last"
-MAX_WORKERS = 64
 
 
 @dataclass(frozen=True)
@@ -209,12 +208,16 @@ def evaluate_dice(
 
 def training_batch(
     source: PatchSource,
-    config: SegTrainingConfig,
+    config: Any,
     count: int,
     rng: np.random.Generator,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One rank's batch of ``count`` patches and labels, augmented as ``config`` says."""
+    """One rank's batch of ``count`` patches and labels, augmented as ``config`` says.
+
+    ``config`` is a :class:`SegTrainingConfig` or a hardening run's config: anything with
+    ``patch_size``, ``foreground_fraction``, ``augment`` and ``domain_augment``.
+    """
     images, labels = source.sample(count, config.patch_size, config.foreground_fraction, rng)
     if config.augment:
         images, labels = augment_batch(images, labels, generator, config.domain_augment)

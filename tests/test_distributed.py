@@ -401,3 +401,27 @@ def test_sweep_on_two_processes_equals_one_process(tmp_path, pairs, tiny_unet):
     assert [row["mode"] for row in two] == [None, None, "dv", "random"]
     assert two == rows("one.json")
     assert (tmp_path / "two" / "report.html").is_file()
+
+
+def test_sigterm_during_training_asks_the_trainer_to_stop_and_save():
+    """SLURM's scancel and torchrun's shutdown send SIGTERM: it stops the run like Ctrl-C."""
+    import signal
+
+    from napari_advseg._cli_common import with_progress
+    from napari_advseg.training.events import TrainingFinished
+
+    class Trainer:
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+        def run(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            yield TrainingFinished(1, self.stopped, None, None, {})
+
+    before = signal.getsignal(signal.SIGTERM)
+    trainer = Trainer()
+    events = list(with_progress(trainer, "test"))
+    assert trainer.stopped and events[-1].stopped
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back

@@ -63,6 +63,17 @@ def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.fixture
+def one_thread():
+    """The references run with one thread, as each torchrun process does: the same kernels, so
+    a gradient that is zero but for rounding cannot change sign between the two (RMSProp and
+    Adam's first steps move every weight by about the learning rate, whatever its size)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     """Five labelled blob cases as NIfTI pairs (names s0 ... s4)."""
@@ -140,7 +151,7 @@ def test_a_global_batch_that_does_not_divide_is_refused_before_joining(
 # --- two processes -----------------------------------------------------------------------------
 
 
-def test_train_seg_on_two_processes_averages_gradients_and_resumes(tmp_path, pairs):
+def test_train_seg_on_two_processes_averages_gradients_and_resumes(tmp_path, pairs, one_thread):
     out = tmp_path / "seg"
     settings = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4"]
     settings += ["--patch-size", "16", "--seed", "5"]
@@ -212,7 +223,9 @@ def test_train_seg_on_two_processes_averages_gradients_and_resumes(tmp_path, pai
     assert float(tensors["optimizer/0/step"]) == 2  # Adam's state went on, not restarted
 
 
-def test_train_attack_with_a_gradient_penalty_on_two_processes(tmp_path, pairs, tiny_unet):
+def test_train_attack_with_a_gradient_penalty_on_two_processes(
+    tmp_path, pairs, tiny_unet, one_thread
+):
     network, spec = tiny_unet
     seg_dir = save_unet(tmp_path / "unet", network, spec, {"command": "test"})
     out = tmp_path / "attacker"

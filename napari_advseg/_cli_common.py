@@ -364,6 +364,19 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_workers_argument(parser: Any) -> None:
+    """``--workers``: DataLoader workers for the U-Net's patches (``train-seg``, ``harden``)."""
+    from .training.patch_loader import MAX_WORKERS
+
+    parser.add_argument(
+        "--workers",
+        type=arg_int(0, MAX_WORKERS),
+        default=0,
+        help="DataLoader workers that sample and augment the model's patches (default 0: in the "
+        "trainer; with workers a seed repeats a run only with the same number)",
+    )
+
+
 def add_speed_arguments(parser: Any) -> None:
     """``--precision`` and ``--channels-last``, the trainers' options for GPUs."""
     from .training.precision import PRECISIONS

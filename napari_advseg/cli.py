@@ -25,6 +25,7 @@ from ._cli_common import (
     add_data_arguments,
     add_model_argument,
     add_speed_arguments,
+    add_workers_argument,
     check_data_choice,
     check_data_files,
     check_training_out,
@@ -43,7 +44,6 @@ from .cli_sweep import add_report_command, add_sweep_command
 from .data.samples import MAX_SUBJECTS
 from .errors import AdvsegError, InvalidInputError
 from .training.distributed import close_world, environment_world, init_world
-from .training.patch_loader import MAX_WORKERS
 from .validation import arg_float, arg_int, check_disk, check_output_dir, check_output_file
 
 
@@ -213,13 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=DOMAIN_AUGMENT_HELP,
     )
     train.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu")
-    train.add_argument(
-        "--workers",
-        type=arg_int(0, MAX_WORKERS),
-        default=0,
-        help="DataLoader workers that sample and augment the batches (default 0: in the trainer; "
-        "with workers a seed repeats a run only with the same number)",
-    )
+    add_workers_argument(train)
     add_speed_arguments(train)
     train.add_argument("--seed", type=SEED, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/last")

@@ -13,6 +13,7 @@ from ._cli_common import (
     MAX_STEPS,
     add_data_arguments,
     add_model_argument,
+    add_workers_argument,
     check_data_files,
     check_training_out,
     dataset_split,
@@ -23,7 +24,6 @@ from ._cli_common import (
 )
 from .cli_attack import add_attack_settings, training_settings
 from .errors import InvalidInputError
-from .training.patch_loader import MAX_WORKERS
 from .validation import arg_float, arg_int
 
 REAL_CASE = "abdomen_ct_ts"
@@ -116,12 +116,7 @@ def add_harden_command(commands: Any) -> None:
         help="start the attacker from this checkpoint (the one that broke the model); "
         "default: random weights",
     )
-    harden.add_argument(
-        "--workers",
-        type=arg_int(0, MAX_WORKERS),
-        default=0,
-        help="DataLoader workers that sample and augment the model's patches (default 0)",
-    )
+    add_workers_argument(harden)
     add_attack_settings(harden, with_schedule=False)
     add_data_arguments(harden, default_sample=None)
     harden.add_argument("--resume", action="store_true", help="continue from OUT/last")

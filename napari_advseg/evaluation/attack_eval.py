@@ -399,8 +399,8 @@ def evaluate_attack(
         return world.broadcast(alone if world.is_main else None)
     report = _evaluate_shard(seg_model, method, world.shard(volumes), batch_size)
     if world.is_distributed:
-        parts = world.gather([report], world.size)
-        report.subjects = world.gather(report.subjects, len(volumes))
+        parts = world.all_parts(report)
+        report.subjects = world.interleave([part.subjects for part in parts], len(volumes))
         report.seconds = sum(part.seconds for part in parts)
         report.slices = sum(part.slices for part in parts)
         references = {part.reference for part in parts if part.subjects}

@@ -375,7 +375,7 @@ class AttackTrainer(StoppableTrainer):
         self.config = cfg = config or AttackTrainingConfig()
         self.world = world = world or current_world()
         local_batch = world.local_batch(cfg.batch_size)
-        self.rank_volumes = [self.volumes[i] for i in world.subject_indices(len(self.volumes))]
+        self.rank_volumes = world.share(self.volumes)
         if critic_config is None and resume:
             critic_config = self._saved_critic(out_dir)
         self.critic_config = critic = critic_config or DEFAULT_CRITIC

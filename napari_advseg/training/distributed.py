@@ -88,6 +88,10 @@ class World:
         )
         return list(sampler)
 
+    def share(self, items: Sequence[T] | None) -> list[T] | None:
+        """The training items of this rank (:meth:`subject_indices`); ``None`` stays ``None``."""
+        return None if items is None else [items[i] for i in self.subject_indices(len(items))]
+
     def shard(self, items: Sequence[T]) -> Sequence[T]:
         """The share of ``items`` of this rank for an evaluation: every ``size``-th, from ``rank``.
 
@@ -100,10 +104,20 @@ class World:
         """The results of every rank's :meth:`shard`, back in the items' order (on every rank)."""
         if not self.is_distributed:
             return list(shard)
+        return self.interleave(self.all_parts(list(shard)), count)
+
+    def all_parts(self, part: T) -> list[T]:
+        """Every rank's ``part``, by rank (on every rank)."""
+        if not self.is_distributed:
+            return [part]
         parts: list[Any] = [None] * self.size
-        dist.all_gather_object(parts, list(shard))
+        dist.all_gather_object(parts, part)
+        return parts
+
+    def interleave(self, shards: Sequence[Sequence[T]], count: int) -> list[T]:
+        """The ranks' :meth:`shard` results (by rank) back in the items' order."""
         merged: list[Any] = [None] * count
-        for rank, part in enumerate(parts):
+        for rank, part in enumerate(shards):
             merged[rank :: self.size] = part
         return merged
 

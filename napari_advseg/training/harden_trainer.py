@@ -175,7 +175,8 @@ class HardenTrainer(StoppableTrainer):
         self.world = world = world or current_world()
         self.local_batch = world.local_batch(cfg.batch_size)
         local_attack_batch = world.local_batch(self.attack_config.batch_size, "the attack's batch")
-        self.rank_indices = world.subject_indices(len(self.train_volumes))
+        self.rank_volumes = world.share(self.train_volumes)  # this rank's share, and weights
+        self.rank_weights = world.share(self.train_weights)
         self.provenance = dict(provenance or {})
         self.init_weights: dict[str, torch.Tensor] | None = None
         if init_attacker is not None and not resume:
@@ -226,9 +227,8 @@ class HardenTrainer(StoppableTrainer):
             seg_bytes = seg_parameters * FLOAT_BYTES * 4
         acfg = self.attack_config
         target = network.config if isinstance(network, UNet) else None
-        shard = [self.train_volumes[i] for i in self.rank_indices]
         check_run_memory(
-            slices_bytes(shard, seg_model.spec.pixel_spacing, cfg.patch_size, 12),
+            slices_bytes(self.rank_volumes, seg_model.spec.pixel_spacing, cfg.patch_size, 12),
             seg_bytes
             + attack_training_bytes(
                 attacker,
@@ -296,15 +296,10 @@ class HardenTrainer(StoppableTrainer):
             self.base.spec.label_map.check_values(volume.labels, volume.name)
         game, state = self._setup(device)
         spec = self.base.spec
-        shard = [self.train_volumes[i] for i in self.rank_indices]
-        weights = self.train_weights
         source = PatchSource.from_volumes(
-            shard,
-            spec,
-            cfg.patch_size,
-            None if weights is None else [weights[i] for i in self.rank_indices],
+            self.rank_volumes, spec, cfg.patch_size, self.rank_weights
         )
-        bank = SliceBank(shard, self.base.to(device), self.attack_config.crop_size)
+        bank = SliceBank(self.rank_volumes, self.base.to(device), self.attack_config.crop_size)
         self.base.to("cpu")
         monitor = bank.fixed(16).to(device)  # rank 0's share with several processes
         steps = AttackSteps(self.attack_config, world)

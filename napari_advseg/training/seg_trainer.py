@@ -300,18 +300,14 @@ class SegTrainer(StoppableTrainer):
         self.train_volumes = list(train)
         self.val_volumes = list(val)
         self.train_weights = train_weights
-        self.rank_indices = world.subject_indices(len(self.train_volumes))
+        self.rank_volumes = world.share(self.train_volumes)  # this rank's share, and weights
+        self.rank_weights = world.share(train_weights)
         self.resume = resume
         self.overwrite = overwrite
         self.provenance = dict(provenance or {})
         device = world.device(config.device)
         check_run_memory(
-            slices_bytes(
-                [self.train_volumes[i] for i in self.rank_indices],
-                self.spec.pixel_spacing,
-                config.patch_size,
-                4 + 8,
-            ),
+            slices_bytes(self.rank_volumes, self.spec.pixel_spacing, config.patch_size, 4 + 8),
             unet_training_bytes(architecture, self.local_batch, config.patch_size),
             device,
             f"Training a U-Net ({architecture.base_channels} base channels, depth "
@@ -344,12 +340,8 @@ class SegTrainer(StoppableTrainer):
         for volume in (*self.train_volumes, *self.val_volumes):
             volume.require_labels()
             self.spec.label_map.check_values(volume.labels, volume.name)
-        weights = self.train_weights
         source = PatchSource.from_volumes(
-            [self.train_volumes[i] for i in self.rank_indices],
-            self.spec,
-            cfg.patch_size,
-            None if weights is None else [weights[i] for i in self.rank_indices],
+            self.rank_volumes, self.spec, cfg.patch_size, self.rank_weights
         )
         model = SegmentationModel(network, self.spec, self.out_dir.name)
         network.to(memory_format=memory_format(cfg.channels_last))
